@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_all.py: error: {e}", file=sys.stderr)
         return 2
     set_quiet(args.quiet)
+    try:
+        return run_stages(args, data_dir, only, skip)
+    finally:
+        set_quiet(False)
+
+
+def run_stages(args: argparse.Namespace, data_dir: Path, only: list[str], skip: list[str]) -> int:
     out = Path(args.out or f"runs/{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig(quick=args.quick, seed=args.seed, device=args.device, quiet=args.quiet, gpt2=args.gpt2)

@@ -1,0 +1,25 @@
+"""Stage quadratic_loss (chapter 1.2): gradient descent on J(w, b) reaches the least-squares optimum."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lm.quadratic_loss import GDConfig, closed_form, gradient_descent, loss, plot_descent
+from lm.stages import RunConfig
+from lm.utils import say
+
+KEY_METRICS = ["w", "b", "steps", "rel_error"]
+
+
+def run(cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = gradient_descent(GDConfig())
+    w_opt, b_opt = closed_form()
+    rel = max(abs(res.w - w_opt) / abs(w_opt), abs(res.b - b_opt) / abs(b_opt))
+    say(f"gradient descent: w={res.w:.6f} b={res.b:.4f} after {res.steps} steps (lr {res.lr:.4g} on x/100)")
+    say(f"closed form:      w={w_opt:.6f} b={b_opt:.4f}   relative error {rel:.2e}")
+    plotted = plot_descent(res, str(out_dir / "loss_surface.png"))
+    say(f"plot: {out_dir / 'loss_surface.png'}" if plotted
+        else "plot: skipped (matplotlib not installed; pip install -e '.[plot]')")
+    return {"w": res.w, "b": res.b, "w_closed_form": w_opt, "b_closed_form": b_opt, "steps": res.steps,
+            "converged": res.converged, "rel_error": rel, "final_loss": float(loss(res.w, res.b)),
+            "plot": "loss_surface.png" if plotted else None}
