@@ -1,0 +1,240 @@
+"""Token data for language models: text files -> token ids -> examples -> padded batches.
+
+The training engine (`lm.train`) does not care where examples come from. It needs an object with
+
+    len(examples)                    # how many examples one epoch has
+    examples.collate(indices)        # -> {"input_ids": (B, T) long, "targets": (B, T) long, ...}
+
+`targets` holds the next token at every position and `IGNORE_INDEX` (-100) where no loss is taken
+(padding, or a prompt that SFT does not train on). Two kinds of examples serve the LM chapters:
+
+- `SentenceExamples`: one example per line, cut to `context + 1` tokens, right-padded per batch.
+  This is the book's set-up for chapters 3-4 (one news sentence = one training sequence).
+- `PackedExamples`: one long token stream cut into windows of `context + 1` tokens, no padding
+  (GPT-style pretraining).
+
+Right padding needs no attention mask for a causal model: a real token never looks at the padding
+to its right, and padded positions carry no loss. That keeps the fast causal attention path.
+
+Text is read line by line (`iter_lines`), so a corpus larger than memory as text is fine; token
+ids are kept as compact int32 arrays.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from lm.data.loaders import DataError
+from lm.utils import ConfigError
+
+IGNORE_INDEX = -100  # targets with this value carry no loss (F.cross_entropy's ignore_index)
+
+_DIGIT = re.compile(r"[0-9]")
+
+
+def mask_digits(text: str) -> str:
+    """The book's news preprocessing: every digit becomes '#', so "12.5 mln" -> "##.# mln"."""
+    return _DIGIT.sub("#", text)
+
+
+def iter_lines(path: str | os.PathLike, preprocess: Callable[[str], str] | None = None,
+               max_lines: int | None = None) -> Iterator[str]:
+    """Stream the non-empty lines of a UTF-8 text file (stripped), optionally preprocessed.
+
+    Reads one line at a time, so the file never has to fit in memory. A missing or non-UTF-8
+    file raises DataError naming the file (and the line, for bad bytes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "missing file")
+    n = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                raise DataError(path, f"not valid UTF-8 ({e.reason})", lineno) from None
+            if not line:
+                continue
+            yield preprocess(line) if preprocess else line
+            n += 1
+            if max_lines is not None and n >= max_lines:
+                return
+
+
+class Tokenizer(Protocol):
+    """What this module needs from a tokenizer (BPETokenizer and GPT2Tokenizer both fit)."""
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+def encode_lines(lines: Iterable[str], tokenizer: Tokenizer, eos_id: int | None = None,
+                 min_tokens: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Encode lines into one flat int32 array plus offsets (a ragged array without Python lists).
+
+    Returns `(ids, offsets)` with line i = `ids[offsets[i]:offsets[i + 1]]`. `eos_id`, if given,
+    ends every line. Lines shorter than `min_tokens` (nothing to predict) are dropped.
+    """
+    chunks: list[np.ndarray] = []
+    lengths: list[int] = []
+    for line in lines:
+        ids = tokenizer.encode(line)
+        if eos_id is not None:
+            ids = list(ids) + [eos_id]
+        if len(ids) < min_tokens:
+            continue
+        chunks.append(np.asarray(ids, dtype=np.int32))
+        lengths.append(len(ids))
+    flat = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return flat, offsets
+
+
+class SentenceExamples:
+    """One example per sentence: the first `context + 1` tokens, inputs = x[:-1], targets = x[1:].
+
+    Batches are right-padded to the longest example in the batch: inputs with `pad_id`, targets
+    with IGNORE_INDEX.
+
+    >>> ex = SentenceExamples(np.array([5, 6, 7, 8, 9]), np.array([0, 3, 5]), context=4)
+    >>> ex.collate([0, 1])["targets"].tolist()
+    [[6, 7], [9, -100]]
+    """
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, context: int, pad_id: int = 0):
+        if context < 1:
+            raise ConfigError(f"context must be >= 1, got {context}")
+        self.ids, self.offsets, self.context, self.pad_id = ids, offsets, context, pad_id
+        lengths = np.minimum(np.diff(offsets), context + 1)
+        self.lengths = lengths
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def n_targets(self) -> int:
+        """Predicted tokens in one epoch (the 'tokens' a budget counts)."""
+        return int(np.maximum(self.lengths - 1, 0).sum())
+
+    def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        lens = [int(self.lengths[i]) for i in indices]
+        T = max(lens) - 1
+        x = torch.full((len(indices), T), self.pad_id, dtype=torch.long)       # (B, T)
+        y = torch.full((len(indices), T), IGNORE_INDEX, dtype=torch.long)      # (B, T)
+        for row, (i, n) in enumerate(zip(indices, lens)):
+            seq = torch.from_numpy(self.ids[self.offsets[i]:self.offsets[i] + n].astype(np.int64))
+            x[row, :n - 1] = seq[:-1]
+            y[row, :n - 1] = seq[1:]
+        return {"input_ids": x, "targets": y}
+
+
+class PackedExamples:
+    """A token stream cut into non-overlapping windows of `context + 1` tokens (no padding).
+
+    >>> ex = PackedExamples(np.arange(10), context=4)
+    >>> len(ex), ex.collate([1])["input_ids"].tolist()
+    (2, [[4, 5, 6, 7]])
+    """
+
+    def __init__(self, tokens: np.ndarray | torch.Tensor, context: int):
+        if context < 1:
+            raise ConfigError(f"context must be >= 1, got {context}")
+        t = tokens.numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
+        if t.ndim != 1:
+            raise ConfigError(f"a token stream must be 1-D, got shape {tuple(t.shape)}")
+        if len(t) < context + 1:
+            raise ConfigError(f"token stream of {len(t)} tokens is shorter than context + 1 = {context + 1}")
+        self.tokens, self.context = t, context
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - 1) // self.context
+
+    def n_targets(self) -> int:
+        return len(self) * self.context
+
+    def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        c = self.context
+        rows = np.stack([self.tokens[i * c:i * c + c + 1] for i in indices]).astype(np.int64)
+        t = torch.from_numpy(rows)                                             # (B, T+1)
+        return {"input_ids": t[:, :-1].contiguous(), "targets": t[:, 1:].contiguous()}
+
+
+def as_examples(data, context: int):
+    """Accept an examples object, a 1-D token tensor/array (packed), or a list of token lists."""
+    if hasattr(data, "collate") and hasattr(data, "__len__"):
+        return data
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return PackedExamples(data, context)
+    if isinstance(data, (list, tuple)) and data and isinstance(data[0], (list, tuple, np.ndarray)):
+        lengths = [len(s) for s in data]
+        flat = np.concatenate([np.asarray(s, dtype=np.int32) for s in data])
+        offsets = np.zeros(len(data) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return SentenceExamples(flat, offsets, context)
+    raise ConfigError(f"cannot make training examples from {type(data).__name__}: give a 1-D token "
+                      "tensor, a list of token-id lists, or an object with __len__ and collate()")
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus + tokenizer from a data dir (shared by the rnn_lm, decoder_lm and gpt2_pretrain stages)
+# --------------------------------------------------------------------------------------------
+
+class WithEOS:
+    """Wrap a tokenizer that has no end-of-sentence token: id `vocab_size` becomes one.
+
+    The model's vocabulary is then `tokenizer.vocab_size + 1`; decoding drops the extra id.
+    """
+
+    def __init__(self, tokenizer):
+        self.inner = tokenizer
+        self.eos_id = tokenizer.vocab_size
+        self.vocab_size = tokenizer.vocab_size + 1
+
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.inner.decode([int(i) for i in ids if int(i) != self.eos_id])
+
+
+def load_lm_corpus(data_dir: str | os.PathLike, context: int, tokenizer: str = "bpe",
+                   vocab_size: int = 8000, digits_to_hash: bool = True, max_train_lines: int | None = None,
+                   max_valid_lines: int | None = None, packed: bool = False, tokenizer_dir: str | None = None):
+    """Read `news/train.txt` and `news/valid.txt`, build a tokenizer, return examples.
+
+    tokenizer: "bpe" trains the book's BPE (lm.bpe) on the training split's words with
+    `vocab_size`; "gpt2" loads GPT-2's tokenizer from `tokenizer_dir` (vocab.json + merges.txt).
+    Every sentence ends with an end-of-sentence token so a model learns where sentences stop.
+    Returns `(tokenizer, train_examples, valid_examples)`; `tokenizer.vocab_size` sizes the model.
+    """
+    from lm.data.loaders import data_file  # layer 0
+    train_path, valid_path = data_file(data_dir, "news/train.txt"), data_file(data_dir, "news/valid.txt")
+    prep = mask_digits if digits_to_hash else None
+
+    def train_lines():  # streamed from disk twice (BPE training, then encoding), never held as text
+        return iter_lines(train_path, prep, max_train_lines)
+
+    if tokenizer == "bpe":
+        from lm.bpe import BPETokenizer
+        words = (w for line in train_lines() for w in line.split())
+        tok = WithEOS(BPETokenizer.train(words, vocab_size))
+        eos = tok.eos_id
+    elif tokenizer == "gpt2":
+        from lm.gpt2_tokenizer import GPT2Tokenizer
+        if not tokenizer_dir:
+            raise ConfigError("tokenizer 'gpt2' needs tokenizer_dir (a folder with vocab.json and merges.txt)")
+        tok = GPT2Tokenizer.from_dir(tokenizer_dir)
+        eos = tok.eot_id
+    else:
+        raise ConfigError(f"tokenizer must be 'bpe' or 'gpt2', got {tokenizer!r}")
+    tr_ids, tr_off = encode_lines(train_lines(), tok, eos)
+    va_ids, va_off = encode_lines(iter_lines(valid_path, prep, max_valid_lines), tok, eos)
+    if packed:
+        return tok, PackedExamples(tr_ids, context), PackedExamples(va_ids, context)
+    return tok, SentenceExamples(tr_ids, tr_off, context, pad_id=eos), SentenceExamples(va_ids, va_off, context, pad_id=eos)

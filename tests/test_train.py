@@ -1,0 +1,225 @@
+"""The training engine: schedule, optimizer groups, evaluation, accumulation, checkpoints, resume."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lm.lm_data import (IGNORE_INDEX, PackedExamples, SentenceExamples, as_examples, encode_lines, iter_lines,
+                        mask_digits)
+from lm.train import (BOOK_CONTEXTS, TrainConfig, evaluate, generate_text, iter_batches, load_checkpoint,
+                      lm_loss, lr_at, make_optimizer, save_checkpoint, train, train_news_lm)
+from lm.transformer import DecoderLanguageModel
+from lm.utils import ConfigError
+
+
+def tiny_model(seed: int = 0, vocab: int = 30) -> DecoderLanguageModel:
+    torch.manual_seed(seed)
+    return DecoderLanguageModel(vocab, emb_dim=16, num_heads=2, num_blocks=1)
+
+
+def tokens(n: int = 2000, vocab: int = 30, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def test_mask_digits_and_streamed_lines(tmp_path):
+    assert mask_digits("Up 12.5 pct in 1987") == "Up ##.# pct in ####"
+    p = tmp_path / "t.txt"
+    p.write_text("a 1\n\n  b 22  \nc\n", encoding="utf-8")
+    assert list(iter_lines(p, mask_digits)) == ["a #", "b ##", "c"]
+    assert list(iter_lines(p, max_lines=2)) == ["a 1", "b 22"]
+
+
+def test_sentence_examples_pad_and_ignore():
+    ids, offsets = np.array([5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7]), np.array([0, 3, 5, 12])
+    ex = SentenceExamples(ids, offsets, context=4, pad_id=0)
+    b = ex.collate([0, 1, 2])
+    assert b["input_ids"].tolist() == [[5, 6, 0, 0], [8, 0, 0, 0], [1, 2, 3, 4]]
+    assert b["targets"].tolist() == [[6, 7, -100, -100], [9, -100, -100, -100], [2, 3, 4, 5]]
+    assert ex.n_targets() == 2 + 1 + 4
+
+
+def test_packed_examples_windows():
+    ex = PackedExamples(np.arange(11), context=5)
+    assert len(ex) == 2
+    b = ex.collate([1, 0])
+    assert b["input_ids"].tolist() == [[5, 6, 7, 8, 9], [0, 1, 2, 3, 4]]
+    assert b["targets"].tolist() == [[6, 7, 8, 9, 10], [1, 2, 3, 4, 5]]
+    with pytest.raises(ConfigError, match="shorter than context"):
+        PackedExamples(np.arange(3), context=5)
+
+
+class CharTok:
+    """A stand-in tokenizer: one id per lowercase letter, 26 = space."""
+    vocab_size = 28
+
+    def encode(self, text):
+        return [26 if c == " " else ord(c) - 97 for c in text]
+
+    def decode(self, ids):
+        return "".join(" " if i == 26 else chr(i + 97) for i in ids if i < 27)
+
+
+def test_encode_lines_offsets_and_eos():
+    flat, off = encode_lines(["ab", "c", "de f"], CharTok(), eos_id=27)
+    assert off.tolist() == [0, 3, 5, 10]
+    assert flat[off[2]:off[3]].tolist() == [3, 4, 26, 5, 27]
+
+
+# --- schedule, optimizer, loss ------------------------------------------------------------------
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    assert [lr_at(s, cfg, 14) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, cfg, 14) == pytest.approx(1.0)
+    assert lr_at(13, cfg, 14) == pytest.approx(0.1)
+    mid = 4 + (14 - 4 - 1) / 2
+    assert lr_at(int(mid), cfg, 14) < 1.0
+    assert lr_at(9, TrainConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1), 14) == pytest.approx(
+        0.1 + 0.45 * (1 + math.cos(math.pi * 5 / 9)))
+    assert lr_at(10, TrainConfig(lr=0.5, schedule="constant"), 20) == 0.5
+
+
+def test_optimizer_decays_matrices_only():
+    m = tiny_model()
+    opt = make_optimizer(m, TrainConfig(weight_decay=0.1))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(m.parameters()))
+
+
+def test_lm_loss_ignores_padding_and_evaluate_weights_by_tokens():
+    m = tiny_model()
+    x = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    y = torch.tensor([[2, 3, IGNORE_INDEX], [5, IGNORE_INDEX, IGNORE_INDEX]])
+    loss, n = lm_loss(m, {"input_ids": x, "targets": y})
+    logp = torch.log_softmax(m(x), -1)
+    by_hand = -(logp[0, 0, 2] + logp[0, 1, 3] + logp[1, 0, 5]) / 3
+    assert n == 3 and loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    b1 = {"input_ids": x[:1], "targets": y[:1]}
+    b2 = {"input_ids": x[1:], "targets": y[1:]}
+    res = evaluate(m, [b1, b2])
+    l1, _ = lm_loss(m, b1)
+    l2, _ = lm_loss(m, b2)
+    assert res["tokens"] == 3
+    assert res["loss"] == pytest.approx((2 * l1.item() + l2.item()) / 3, rel=1e-5)
+    assert res["perplexity"] == pytest.approx(math.exp(res["loss"]))
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    data = PackedExamples(tokens(), context=8)
+    a, b = tiny_model(1), tiny_model(1)
+    base = dict(max_steps=3, context=8, device="cpu", grad_clip=0.5, warmup_steps=1)
+    train(a, data, None, TrainConfig(batch_size=8, grad_accum=1, **base), None)
+    train(b, data, None, TrainConfig(batch_size=4, grad_accum=2, **base), None)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+# --- the loop, checkpoints, resume ------------------------------------------------------------
+
+def test_training_lowers_loss_and_writes_metrics(tmp_path):
+    m = tiny_model()
+    data = tokens(3000)
+    data[1::2] = (data[::2][:1500] + 1) % 30  # every second token is predictable from the one before
+    cfg = TrainConfig(max_steps=60, batch_size=16, context=10, lr=1e-2, eval_interval=30, device="cpu")
+    before = evaluate(m, iter_batches(as_examples(data[:600], 10), 16))
+    out = train(m, data, data[:600], cfg, tmp_path)
+    assert out["val_loss"] < before["loss"] - 0.5
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "val_loss" in r] == [30, 60]
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 60
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_resume_is_exact(tmp_path, accum):
+    data, val = tokens(3000), tokens(400, seed=1)
+    cfg = TrainConfig(max_steps=12, batch_size=4, grad_accum=accum, context=8, warmup_steps=3,
+                      checkpoint_interval=5, eval_interval=6, device="cpu", seed=3)
+    straight = tiny_model(7)
+    train(straight, data, val, cfg, tmp_path / "a")
+    first = tiny_model(7)
+    train(first, data, val, cfg, tmp_path / "b", stop_after=6)
+    resumed = tiny_model(99)  # different weights: everything must come from the checkpoint
+    m = train(resumed, data, val, cfg, tmp_path / "b", resume=True)
+    assert m["steps"] == 12
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+    assert not list((tmp_path / "b").glob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_checkpoint_is_weights_only_and_round_trips(tmp_path):
+    m = tiny_model()
+    opt = make_optimizer(m, TrainConfig())
+    m(torch.zeros(1, 3, dtype=torch.long)).sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "c.pt", m, opt, {"step": 1, "note": "x"})
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)  # no pickled objects inside
+    assert raw["state"] == {"step": 1, "note": "x"}
+    m2 = tiny_model(5)
+    opt2 = make_optimizer(m2, TrainConfig())
+    assert load_checkpoint(tmp_path / "c.pt", m2, opt2)["step"] == 1
+    for p, q in zip(m.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="bad.pt cannot be read"):
+        load_checkpoint(tmp_path / "bad.pt", m2)
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    data = tokens()
+    cfg = TrainConfig(max_steps=4, batch_size=4, context=8, device="cpu")
+    train(tiny_model(), data, None, cfg, tmp_path, stop_after=2)
+    with pytest.raises(ConfigError, match="config differs in lr"):
+        train(tiny_model(), data, None, TrainConfig(max_steps=4, batch_size=4, context=8, lr=0.5), tmp_path,
+              resume=True)
+
+
+def test_bad_train_configs():
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=0).validate()
+    with pytest.raises(ConfigError, match="schedule"):
+        TrainConfig(schedule="linear").validate()
+    with pytest.raises(ConfigError, match="fewer than batch_size"):
+        train(tiny_model(), tokens(50), None, TrainConfig(max_steps=1, batch_size=64, context=8), None)
+    assert TrainConfig(max_tokens=1000, batch_size=4, context=10).total_steps(10**6) == 25
+
+
+def test_generate_text_greedy_stops_at_eos():
+    class Fixed(torch.nn.Module):  # always predicts "b", then eos after 3 tokens
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], x.shape[1], 28)
+            logits[..., 27 if x.shape[1] >= 3 else 1] = 1.0
+            return logits
+
+    assert generate_text(Fixed(), CharTok(), "a", eos_id=27) == "abb"
+    assert generate_text(Fixed(), CharTok(), "a", max_new_tokens=1) == "ab"
+
+
+def test_news_lm_end_to_end_on_a_tiny_corpus(tmp_path):
+    news = tmp_path / "data" / "news"
+    news.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    words = "the president said moscow new york hurricane market shares rose fell in 1987".split()
+    lines = [" ".join(rng.choice(words, size=8)).capitalize() for _ in range(300)]
+    (news / "train.txt").write_text("\n".join(lines[:260]) + "\n", encoding="utf-8")
+    (news / "valid.txt").write_text("\n".join(lines[260:]) + "\n", encoding="utf-8")
+    cfg = TrainConfig(max_steps=5, batch_size=16, context=12, device="cpu")
+    m = train_news_lm("rnn", tmp_path / "data", tmp_path / "out", cfg, vocab_size=60, emb_dim=16)
+    assert m["steps"] == 5 and math.isfinite(m["val_perplexity"]) and m["val_perplexity"] > 1
+    assert sorted(m["samples"]) == sorted(BOOK_CONTEXTS)
+    assert m["samples"]["New York"].startswith("New York")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["model"] == "rnn"
+    assert (Path(tmp_path / "out" / "checkpoint.pt")).is_file()
