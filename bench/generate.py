@@ -1,0 +1,199 @@
+#!/usr/bin/env python
+"""Benchmark: KV-cache vs uncached generation, batch 1 and 8, against the memory-bandwidth limit.
+
+Decoding one token at batch 1 must read every weight once, so its speed is bounded by memory
+bandwidth: tokens/s <= bandwidth / weight bytes per token. We measure the bandwidth in the same
+process (best of several full reads of a buffer much larger than the caches) and print the limit
+beside each result. A batch of B rows reads the weights once for B tokens, so it should scale
+almost linearly until compute, not memory, is the bottleneck.
+
+Decode speed is measured as (time for 1 + N new tokens - time for 1 new token) / N steps, so the
+prompt's forward pass (prefill) is not counted. Models have random weights; speed does not care.
+
+Also: the load time of a 124M-parameter safetensors checkpoint by our reader vs `torch.load`
+of the same tensors (both files are in the page cache after being written; "touch" = read every byte).
+
+Targets (issue 6): batch-1 fp32 within 10 % of the bandwidth limit; batch 8 >= 5x batch 1.
+
+    python bench/generate.py                         # CPU, 124M and small configs
+    python bench/generate.py --device cuda --new-tokens 64
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lm.checkpoint import load_safetensors
+from lm.generate import generate
+from lm.gpt2 import GPT2, GPT2Config
+
+CONFIGS = {
+    "124M": dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
+    "small": dict(vocab_size=8000, n_positions=256, n_embd=256, n_layer=4, n_head=4),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_bandwidth(device: torch.device, mbytes: int, repeat: int = 5) -> float:
+    """Read bandwidth in bytes/s: best time to sum a `mbytes` MB float32 buffer."""
+    buf = torch.ones(mbytes * 2**20 // 4, dtype=torch.float32, device=device)
+    buf.sum()
+    sync(device)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        buf.sum()
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return buf.numel() * 4 / best
+
+
+def weight_bytes_per_token(model: GPT2) -> int:
+    """Bytes of weights one decoding step reads: every parameter once, except the position table
+    (one row is read) -- the tied embedding is read in full by the LM head."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    wpe = model.transformer.wpe.weight
+    return total - wpe.numel() * wpe.element_size()
+
+
+def matmul_floor_tokens_per_s(model: GPT2, device: torch.device, repeat: int = 5) -> float:
+    """Batch-1 tokens/s if a decoding step were nothing but its matrix-vector products (F.linear on
+    every weight matrix, LM head included): what the matmul kernels alone allow, without attention,
+    norms or Python glue. The gap between this and the bandwidth limit is the kernels' own."""
+    mats = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)] + [model.transformer.wte.weight]
+    xs = {w.shape[1]: torch.randn(1, 1, w.shape[1], device=device, dtype=w.dtype) for w in mats}
+
+    def step():
+        for w in mats:
+            torch.nn.functional.linear(xs[w.shape[1]], w)
+    step()
+    sync(device)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        step()
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 1.0 / best
+
+
+def timed_generate(model, prompt, n, use_cache, device, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        sync(device)
+        t = time.perf_counter()
+        generate(model, prompt, n, use_cache=use_cache)
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def decode_tokens_per_s(model, batch, prompt_len, new_tokens, use_cache, device, repeat) -> float:
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
+    generate(model, prompt, 2, use_cache=use_cache)                     # warm-up
+    t1 = timed_generate(model, prompt, 1, use_cache, device, repeat)
+    tn = timed_generate(model, prompt, 1 + new_tokens, use_cache, device, repeat)
+    return batch * new_tokens / max(tn - t1, 1e-9)
+
+
+def bench_generation(args, device, bandwidth):
+    dtype = getattr(torch, args.dtype)
+    for name in args.configs.split(","):
+        torch.manual_seed(0)
+        model = GPT2(GPT2Config(**CONFIGS[name])).to(device=device, dtype=dtype).eval()
+        wb = weight_bytes_per_token(model)
+        limit = bandwidth / wb
+        print(f"\n{name}: {model.num_parameters() / 1e6:.1f} M parameters, {wb / 2**20:.0f} MiB of weights per "
+              f"decoding step -> bandwidth limit {limit:,.1f} tokens/s at batch 1")
+        floor = matmul_floor_tokens_per_s(model, device)
+        print(f"  matmuls alone (F.linear over every weight, batch 1): {floor:10,.1f} tokens/s "
+              f"{floor / limit:5.1%} of the limit")
+        results = {}
+        for batch in [int(b) for b in args.batches.split(",")]:
+            for cache in (True, False):
+                n = args.new_tokens if cache else args.uncached_tokens
+                tps = decode_tokens_per_s(model, batch, args.prompt_len, n, cache, device, args.repeat)
+                results[(batch, cache)] = tps
+                extra = f"  {tps / limit:5.1%} of the batch-1 limit" if batch == 1 and cache else ""
+                print(f"  batch {batch:2d} {'KV cache' if cache else 'uncached':9s} {tps:10,.1f} tokens/s{extra}")
+        b = [int(x) for x in args.batches.split(",")]
+        for batch in b:
+            print(f"  batch {batch}: KV cache / uncached = {results[(batch, True)] / results[(batch, False)]:.1f}x")
+        if 1 in b and len(b) > 1:
+            top = max(b)
+            print(f"  batch {top} / batch 1 (KV cache) = {results[(top, True)] / results[(1, True)]:.1f}x "
+                  f"(target >= 5x)")
+        del model
+
+
+def bench_load(args):
+    torch.manual_seed(0)
+    model = GPT2(GPT2Config(**CONFIGS["124M"]))
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        model.save_pretrained(d / "ckpt")
+        tensors = {k: v.contiguous() for k, v in model._to_file_keys().items()}
+        torch.save(tensors, d / "same.pt")
+        del model
+        size = (d / "ckpt" / "model.safetensors").stat().st_size
+
+        def touch(ts):
+            return sum(float(t.float().sum()) for t in ts.values())
+
+        rows = []
+        for label, fn in [
+            ("ours: load_safetensors (mmap, lazy)", lambda: load_safetensors(d / "ckpt" / "model.safetensors")),
+            ("ours: load_safetensors + touch", lambda: touch(load_safetensors(d / "ckpt" / "model.safetensors"))),
+            ("torch.load(weights_only=True)", lambda: torch.load(d / "same.pt", weights_only=True)),
+            ("torch.load + touch", lambda: touch(torch.load(d / "same.pt", weights_only=True))),
+            ("ours: GPT2.from_pretrained (whole model)", lambda: GPT2.from_pretrained(d / "ckpt")),
+        ]:
+            best = float("inf")
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t)
+            rows.append((label, best))
+        print(f"\nload a 124M checkpoint ({size / 2**20:.0f} MiB, files in the page cache), best of {args.repeat}:")
+        base = rows[2][1]
+        for label, t in rows:
+            print(f"  {label:42s} {t * 1e3:9.1f} ms   ({t / base:.2f}x torch.load)")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Tokens/s of KV-cache vs uncached GPT-2 generation, and checkpoint load time.")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
+    p.add_argument("--configs", default="124M,small", help="comma-separated model sizes: 124M, small")
+    p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
+    p.add_argument("--prompt-len", type=int, default=16, help="prompt tokens per row")
+    p.add_argument("--new-tokens", type=int, default=32, help="decoding steps timed with the KV cache")
+    p.add_argument("--uncached-tokens", type=int, default=16, help="decoding steps timed without the cache")
+    p.add_argument("--repeat", type=int, default=2, help="timings per measurement; the best is kept")
+    p.add_argument("--bandwidth-mb", type=int, default=1024, help="size of the buffer read to measure bandwidth")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-load", action="store_true", help="skip the checkpoint load-time benchmark")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    bw = measure_bandwidth(device, args.bandwidth_mb)
+    print(f"device {device}, {torch.get_num_threads()} CPU threads, dtype {args.dtype}; "
+          f"measured read bandwidth {bw / 1e9:.1f} GB/s")
+    with torch.inference_mode():
+        bench_generation(args, device, bw)
+    if not args.no_load:
+        bench_load(args)
+
+
+if __name__ == "__main__":
+    main()
