@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lm.embedding import compare, one_hot, tied_pair
-from lm.quadratic_loss import BOOK_X, BOOK_Y, GDConfig, closed_form, gradient, gradient_descent, loss
+from lm.quadratic_loss import GDConfig, closed_form, gradient, gradient_descent, loss
 
 
 def test_closed_form_by_hand():

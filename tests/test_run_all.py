@@ -1,7 +1,6 @@
 """run_all.py: --list, --only/--skip, a failing stage, summary.json."""
 import importlib.util
 import json
-import sys
 import types
 
 import pytest

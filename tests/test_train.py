@@ -11,8 +11,9 @@ import torch
 
 from lm.lm_data import (IGNORE_INDEX, PackedExamples, SentenceExamples, as_examples, encode_lines, iter_lines,
                         mask_digits)
-from lm.train import (BOOK_CONTEXTS, TrainConfig, evaluate, generate_text, iter_batches, load_checkpoint,
-                      lm_loss, lr_at, make_optimizer, save_checkpoint, train, train_news_lm)
+from lm.news_lm import BOOK_CONTEXTS, generate_text, train_news_lm
+from lm.train import (TrainConfig, evaluate, iter_batches, load_checkpoint, lm_loss, lr_at, make_optimizer,
+                      save_checkpoint, train)
 from lm.transformer import DecoderLanguageModel
 from lm.utils import ConfigError
 

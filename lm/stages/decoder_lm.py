@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lm.train import news_lm_stage
+from lm.news_lm import news_lm_stage
 
 KEY_METRICS = ["val_perplexity", "tokens", "tokens_per_s"]
 

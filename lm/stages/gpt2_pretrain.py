@@ -29,7 +29,8 @@ from lm.gpt2 import GPT2, GPT2Config
 from lm.gpt2_tokenizer import GPT2Tokenizer
 from lm.lm_data import PackedExamples, encode_lines, iter_lines
 from lm.sampling import SamplingConfig
-from lm.train import BOOK_CONTEXTS, TrainConfig, evaluate, iter_batches, train
+from lm.news_lm import BOOK_CONTEXTS
+from lm.train import TrainConfig, evaluate, iter_batches, train
 from lm.utils import LMError, atomic_write_json, choose_device, say
 
 KEY_METRICS = ["val_perplexity", "parameters", "reload_identical"]
