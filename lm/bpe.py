@@ -45,7 +45,7 @@ from collections import Counter
 
 import numpy as np
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from lm.data.loaders import DataError
 from lm.utils import ConfigError, atomic_write_json
@@ -62,7 +62,7 @@ Pair = tuple[str, str]
 # The book's trainer (reference)
 # --------------------------------------------------------------------------------------------
 
-def _merge_word(word: tuple[str, ...], pair: Pair, new: str) -> tuple[str, ...]:
+def _merge_word(word: Sequence[str], pair: Pair, new: str) -> tuple[str, ...]:
     """Replace every occurrence of `pair` in `word` (left to right, no overlaps) by `new`."""
     out, i, n = [], 0, len(word)
     while i < n:
@@ -73,6 +73,28 @@ def _merge_word(word: tuple[str, ...], pair: Pair, new: str) -> tuple[str, ...]:
             out.append(word[i])
             i += 1
     return tuple(out)
+
+
+def merge_by_rank(symbols: Sequence[str], ranks: Mapping[Pair, int]) -> list[str]:
+    """Encode one word: repeatedly merge the adjacent pair learned earliest (lowest rank).
+
+    Gives the same tokens as applying every merge in training order, but only looks at the pairs
+    present in the word. Shared by this tokenizer and GPT-2's byte-level one.
+
+    >>> merge_by_rank(list("_aab"), {("a", "a"): 0, ("_", "aa"): 1})
+    ['_aa', 'b']
+    """
+    word = list(symbols)
+    while len(word) > 1:
+        best, best_rank = None, None
+        for pair in zip(word, word[1:]):
+            r = ranks.get(pair)
+            if r is not None and (best_rank is None or r < best_rank):
+                best, best_rank = pair, r
+        if best is None:
+            break
+        word = list(_merge_word(word, best, best[0] + best[1]))
+    return word
 
 
 def reference_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
@@ -314,18 +336,8 @@ class BPETokenizer:
         hit = self._cache.get(word)
         if hit is not None:
             return hit
-        chars, ranks = self.chars, self.ranks
-        syms = [ch if ch in chars else UNK_TOKEN for ch in self.marker + word]
-        while len(syms) > 1:
-            best, best_rank = None, None
-            for pair in zip(syms, syms[1:]):
-                r = ranks.get(pair)
-                if r is not None and (best_rank is None or r < best_rank):
-                    best, best_rank = pair, r
-            if best is None:
-                break
-            syms = list(_merge_word(tuple(syms), best, best[0] + best[1]))
-        out = tuple(syms)
+        chars = self.chars
+        out = tuple(merge_by_rank([ch if ch in chars else UNK_TOKEN for ch in self.marker + word], self.ranks))
         if len(self._cache) > 200_000:
             self._cache.clear()
         self._cache[word] = out

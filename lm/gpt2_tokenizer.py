@@ -33,7 +33,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Collection, Iterable, Literal
 
-from lm.bpe import fast_merges
+from lm.bpe import fast_merges, merge_by_rank
 from lm.data.loaders import DataError
 from lm.pretokenize import pretokenize
 from lm.utils import ConfigError, LMError, atomic_write_json, atomic_write_text
@@ -252,27 +252,7 @@ class GPT2Tokenizer:
     # ---------------------------------------------------------------- BPE
     def bpe(self, chars: str) -> list[str]:
         """Merge the byte characters of one piece by rank: "Ġworld" -> ["Ġworld"]."""
-        ranks = self.ranks
-        word = list(chars)
-        while len(word) > 1:
-            best, best_rank = None, None
-            for pair in zip(word, word[1:]):
-                r = ranks.get(pair)
-                if r is not None and (best_rank is None or r < best_rank):
-                    best, best_rank = pair, r
-            if best is None:
-                break
-            a, b = best
-            out, i, n = [], 0, len(word)
-            while i < n:
-                if i + 1 < n and word[i] == a and word[i + 1] == b:
-                    out.append(a + b)
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            word = out
-        return word
+        return merge_by_rank(chars, self.ranks)
 
     # ---------------------------------------------------------------- encode / decode
     def encode_ordinary(self, text: str) -> list[int]:
