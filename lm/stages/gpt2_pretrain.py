@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 
 from lm.data import data_file
+from lm.data.download import gpt2_folder
 from lm.generate import generate_text
 from lm.gpt2 import GPT2, GPT2Config
 from lm.gpt2_tokenizer import GPT2Tokenizer
 from lm.lm_data import PackedExamples, encode_lines, iter_lines
-from lm.sampling import SamplingConfig
 from lm.news_lm import BOOK_CONTEXTS
+from lm.sampling import SamplingConfig
 from lm.train import TrainConfig, evaluate, iter_batches, train
 from lm.utils import LMError, atomic_write_json, choose_device, say
 
@@ -42,18 +43,6 @@ def _settings(quick: bool) -> dict:
                     context=64, steps=250, max_tokens=None, batch=32, eval_batches=20)
     return dict(train_lines=None, valid_lines=None, vocab_size=8000, n_embd=256, n_layer=4, n_head=8,
                 context=128, steps=None, max_tokens=5_000_000, batch=32, eval_batches=None)
-
-
-def _pretrained_folder(name_or_path: str) -> Path:
-    """`--gpt2`: an existing folder as is; otherwise a hub name fetched by the data layer."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    try:
-        from lm.data.download import fetch_gpt2
-    except ImportError:
-        raise LMError(f"--gpt2 {name_or_path!r} is not a folder, and this build cannot download") from None
-    return fetch_gpt2(name_or_path)
 
 
 def samples(model: GPT2, tok, seed: int) -> dict:
@@ -78,7 +67,7 @@ def run(cfg, data_dir: Path, out_dir: Path) -> dict:
     metrics: dict = {}
 
     if cfg.gpt2:   # real GPT-2 weights: no training, just measure and generate
-        folder = _pretrained_folder(cfg.gpt2)
+        folder = gpt2_folder(cfg.gpt2)   # a folder as is, or a hub name fetched
         tok = GPT2Tokenizer.from_dir(folder)
         model = GPT2.from_pretrained(folder, device=device)
         # a 124M+ model on a CPU: measure on a few thousand tokens in --quick

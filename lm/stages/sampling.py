@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lm.data.download import gpt2_folder
 from lm.sampling import SamplingConfig, SamplingError, process_logits, sample_token, token_counts, token_probabilities
 from lm.utils import LMError, atomic_write_json, say
 
@@ -78,9 +79,8 @@ def _find_model(cfg, out_dir: Path):
     candidates = []
     if cfg.gpt2:
         try:
-            from lm.data.download import gpt2_folder
             candidates.append(gpt2_folder(cfg.gpt2))
-        except (ImportError, LMError) as e:
+        except LMError as e:
             say(f"sampling: --gpt2 {cfg.gpt2} not usable here ({e}); skipping model samples")
     candidates.append(out_dir.parent / "gpt2_pretrain" / "model")
     for folder in candidates:
