@@ -28,8 +28,9 @@ class ElmanRNNUnit(nn.Module):
 
     def __init__(self, emb_dim: int):
         super().__init__()
-        self.Wh = nn.Parameter(torch.empty(emb_dim, emb_dim))  # input -> hidden
-        self.Uh = nn.Parameter(torch.empty(emb_dim, emb_dim))  # hidden -> hidden
+        # zeros until the model calls initialize_weights (never uninitialised memory)
+        self.Wh = nn.Parameter(torch.zeros(emb_dim, emb_dim))  # input -> hidden
+        self.Uh = nn.Parameter(torch.zeros(emb_dim, emb_dim))  # hidden -> hidden
         self.b = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

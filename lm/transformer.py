@@ -85,9 +85,9 @@ class AttentionHead(nn.Module):
 
     def __init__(self, emb_dim: int, d_h: int):
         super().__init__()
-        self.W_Q = nn.Parameter(torch.empty(emb_dim, d_h))
-        self.W_K = nn.Parameter(torch.empty(emb_dim, d_h))
-        self.W_V = nn.Parameter(torch.empty(emb_dim, d_h))
+        self.W_Q = nn.Parameter(torch.zeros(emb_dim, d_h))
+        self.W_K = nn.Parameter(torch.zeros(emb_dim, d_h))
+        self.W_V = nn.Parameter(torch.zeros(emb_dim, d_h))
         self.d_h = d_h
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -113,7 +113,7 @@ class ReferenceMultiHeadAttention(nn.Module):
         super().__init__()
         d_h = _check_heads(emb_dim, num_heads)
         self.heads = nn.ModuleList([AttentionHead(emb_dim, d_h) for _ in range(num_heads)])
-        self.W_O = nn.Parameter(torch.empty(emb_dim, emb_dim))
+        self.W_O = nn.Parameter(torch.zeros(emb_dim, emb_dim))
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = attention_mask_matrix(x.shape[1], attention_mask, x.device)[:, 0]  # (B or 1, T, T)
@@ -130,8 +130,8 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         self.d_h = _check_heads(emb_dim, num_heads)
         self.num_heads = num_heads
-        self.W_QKV = nn.Parameter(torch.empty(emb_dim, 3 * emb_dim))
-        self.W_O = nn.Parameter(torch.empty(emb_dim, emb_dim))
+        self.W_QKV = nn.Parameter(torch.zeros(emb_dim, 3 * emb_dim))
+        self.W_O = nn.Parameter(torch.zeros(emb_dim, emb_dim))
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
@@ -161,9 +161,9 @@ class MLP(nn.Module):
 
     def __init__(self, emb_dim: int):
         super().__init__()
-        self.W_1 = nn.Parameter(torch.empty(emb_dim, 4 * emb_dim))
+        self.W_1 = nn.Parameter(torch.zeros(emb_dim, 4 * emb_dim))
         self.B_1 = nn.Parameter(torch.zeros(4 * emb_dim))
-        self.W_2 = nn.Parameter(torch.empty(4 * emb_dim, emb_dim))
+        self.W_2 = nn.Parameter(torch.zeros(4 * emb_dim, emb_dim))
         self.B_2 = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,7 +208,7 @@ class DecoderLanguageModel(nn.Module):
         self.attention = attention
         self.embedding = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_idx)
         self.layers = nn.ModuleList([DecoderBlock(emb_dim, num_heads, attention) for _ in range(num_blocks)])
-        self.output = nn.Parameter(torch.empty(emb_dim, vocab_size))
+        self.output = nn.Parameter(torch.zeros(emb_dim, vocab_size))
         initialize_weights(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -42,7 +42,7 @@ def test_both_key_layouts_give_the_same_lm():
         np.testing.assert_allclose(h.numpy(), base_hidden, atol=1e-5, rtol=0)
         # logits = hidden @ wte.T (tied head)
         np.testing.assert_allclose(lm(ids).numpy(), (lm.transformer(ids) @ lm.transformer.wte.weight.T).numpy(),
-                                   atol=1e-6)
+                                   atol=1e-5)
     GPT2.from_pretrained(SHARED_FIXTURES / "gpt2_classifier_safetensors")   # score.weight ignored
 
 
@@ -53,7 +53,7 @@ def test_classifier_reads_last_real_token():
     ids = torch.tensor([[5, 17, 300, 2]])
     padded = torch.tensor([[5, 17, 300, 2, 0, 0]])              # right padding with pad id 0
     with torch.no_grad():
-        np.testing.assert_allclose(model(padded).numpy(), model(ids).numpy(), atol=1e-6)
+        np.testing.assert_allclose(model(padded).numpy(), model(ids).numpy(), atol=1e-5)
 
 
 def tiny_model(**kw) -> GPT2:

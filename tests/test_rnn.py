@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lm.rnn import ElmanRNN, ElmanRNNUnit, RecurrentLanguageModel
+from lm.rnn import ElmanRNN, ElmanRNNUnit, RecurrentLanguageModel, initialize_weights
 from lm.utils import ConfigError
 
 
@@ -38,13 +38,14 @@ def test_shapes_and_book_initialisation():
 def test_fast_stack_equals_book_loop_forward_and_gradient():
     torch.manual_seed(1)
     rnn = ElmanRNN(emb_dim=12, num_layers=2)
+    initialize_weights(rnn)
     with torch.no_grad():
         for u in rnn.rnn_units:
             u.b.normal_()
     x = torch.randn(3, 9, 12, requires_grad=True)
     fast = rnn(x)
     ref = rnn.forward_reference(x)
-    assert torch.allclose(fast, ref, atol=1e-6)
+    assert torch.allclose(fast, ref, atol=1e-5)
     g_fast = torch.autograd.grad(fast.square().sum(), [x, *rnn.parameters()])
     g_ref = torch.autograd.grad(ref.square().sum(), [x, *rnn.parameters()])
     for a, b in zip(g_fast, g_ref):
@@ -58,7 +59,7 @@ def test_first_position_sees_only_its_own_token():
     ids = torch.tensor([[3, 4, 5]])
     u = m.rnn.rnn_units[0]
     h = torch.tanh(m.embedding.weight[3] @ u.Wh + u.b)
-    assert torch.allclose(m(ids)[0, 0], m.fc(h), atol=1e-6)
+    assert torch.allclose(m(ids)[0, 0], m.fc(h), atol=1e-5)
 
 
 def test_causal_future_tokens_never_change_earlier_logits():
@@ -77,7 +78,7 @@ def test_reference_flag_gives_same_logits():
     ids = torch.randint(0, 25, (2, 6))
     fast = m(ids)
     m.reference = True
-    assert torch.allclose(fast, m(ids), atol=1e-6)
+    assert torch.allclose(fast, m(ids), atol=1e-5)
 
 
 def test_tiny_batch_overfits():

@@ -71,7 +71,7 @@ def test_causal_future_tokens_never_change_earlier_logits(attention):
     a = torch.randint(0, 50, (2, 12))
     b = a.clone()
     b[:, 7:] = torch.randint(0, 50, (2, 5))
-    assert torch.allclose(m(a)[:, :7], m(b)[:, :7], atol=1e-6)
+    assert torch.allclose(m(a)[:, :7], m(b)[:, :7], atol=1e-5)
     assert not torch.allclose(m(a)[:, 7:], m(b)[:, 7:], atol=1e-3)
 
 
