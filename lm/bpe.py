@@ -169,6 +169,10 @@ def _initial_counts(word_counts: Mapping[str, int], tok_id: dict[str, int]):
     uniq, first = np.unique(keys, return_index=True)
     weights = np.asarray(freqs, dtype=np.int64)[word_of]                     # (P,)
     sums = np.add.reduceat(weights, first).tolist() if len(keys) else []
+    keep = np.ones(len(keys), dtype=bool)                                    # list each word once per pair
+    keep[1:] = (keys[1:] != keys[:-1]) | (word_of[1:] != word_of[:-1])
+    keys, word_of = keys[keep], word_of[keep]
+    first = np.unique(keys, return_index=True)[1]
     wl, bounds = word_of.tolist(), first.tolist() + [len(keys)]
     pairs = {k: [n, *wl[s:e]] for k, n, s, e in zip(uniq.tolist(), sums, bounds, bounds[1:])}
     return words, freqs, pairs
@@ -223,9 +227,10 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
         # 2. rewrite the words that hold (a, b); fix the counts next to each merge site
         touched: set[int] = set()                   # pairs whose count went up
         touch = touched.add
-        for idx in pairs[key][1:]:
+        for idx in entry[1:]:
             w = words[idx]
             todo = w.count(a)                       # a's not looked at yet
+            f = freqs[idx]
             j = 0
             while todo:
                 j = w.index(a, j)
@@ -237,7 +242,6 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
                     continue
                 if a == b:
                     todo -= 1
-                f = freqs[idx]
                 if j:                               # (p, a) becomes (p, c)
                     p = w[j - 1] << _SHIFT
                     pairs[p | a][0] -= f
@@ -247,7 +251,8 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
                         pairs[k] = [f, idx]
                     else:
                         e[0] += f
-                        e.append(idx)
+                        if e[-1] != idx:            # a word is listed once per run of hits
+                            e.append(idx)
                     touch(k)
                 if j + 2 < len(w):                  # (b, n) becomes (c, n)
                     n = w[j + 2]
@@ -258,7 +263,8 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
                         pairs[k] = [f, idx]
                     else:
                         e[0] += f
-                        e.append(idx)
+                        if e[-1] != idx:            # a word is listed once per run of hits
+                            e.append(idx)
                     touch(k)
                 w[j] = c
                 del w[j + 1]
