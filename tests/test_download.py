@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 
 import lm.data.download as dl
+import lm.data.fetch as fetch
 from conftest import SHARED_GPT2, needs_gpt2_files
 from lm.data import DataError, EMOTION_LABELS, load_split, resolve_data_dir
-from lm.data.download import (
-    ChecksumError, DownloadError, UnsafeArchiveError, download, extract_members, fetch_all,
-    fetch_dataset, fetch_gpt2, main,
-)
+from lm.data.download import fetch_all, fetch_dataset, fetch_gpt2, main
+from lm.data.fetch import ChecksumError, DownloadError, UnsafeArchiveError, download, extract_members
 from lm.utils import ConfigError
 
 TIMEOUT = 3.0  # seconds; everything is local
@@ -200,7 +199,7 @@ def publish_book(site: Site) -> None:
 # --------------------------------------------------------------------------------------------
 
 def test_download_streams_verifies_and_returns_digest(site, tmp_path):
-    data = site.put("blob.bin", random.Random(0).randbytes(3 * dl.CHUNK + 123))  # several chunks
+    data = site.put("blob.bin", random.Random(0).randbytes(3 * fetch.CHUNK + 123))  # several chunks
     dest = tmp_path / "out" / "blob.bin"
     digest = download(f"{site.url}/blob.bin", dest, sha256=sha(data), timeout=TIMEOUT)
     assert digest == sha(data)
@@ -230,13 +229,13 @@ def test_interrupted_transfer_leaves_no_partial_file(site, tmp_path):
 
 
 def test_ctrl_c_leaves_no_partial_file(site, tmp_path, monkeypatch):
-    site.put("big.bin", bytes(3 * dl.CHUNK))
+    site.put("big.bin", bytes(3 * fetch.CHUNK))
 
-    class Interrupting(dl.Progress):
+    class Interrupting(fetch.Progress):
         def update(self, n=1, **postfix):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(dl, "Progress", Interrupting)
+    monkeypatch.setattr(fetch, "Progress", Interrupting)
     dest = tmp_path / "out" / "big.bin"
     with pytest.raises(KeyboardInterrupt):
         download(f"{site.url}/big.bin", dest, timeout=TIMEOUT)
