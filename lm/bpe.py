@@ -128,6 +128,7 @@ def reference_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pa
 
 _SHIFT = 22                    # a pair of token ids (a, b) is stored as the int a << 22 | b
 _MASK = (1 << _SHIFT) - 1
+_DEFER_AT_MOST = 5             # new pairs this rare skip the heap until the best count falls this low
 
 
 def fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
@@ -159,20 +160,20 @@ def _initial_counts(word_counts: Mapping[str, int], tok_id: dict[str, int]):
     to_id = np.array([tok_id[chr(c)] for c in chars.tolist()], dtype=np.int64)
     ids = to_id[inverse.ravel()]                                             # (C,) token ids
     flat = ids.tolist()
-    words = [flat[s:e] for s, e in zip((ends - lens).tolist(), ends.tolist())]
+    words = list(map(flat.__getitem__, map(slice, (ends - lens).tolist(), ends.tolist())))
     inside = np.ones(max(len(ids) - 1, 0), dtype=bool)                       # (C-1,)
     inside[ends[:-1] - 1] = False                # no pair from a word's last char to the next word
     keys = ((ids[:-1] << _SHIFT) | ids[1:])[inside]                          # (P,) pair keys
     word_of = np.repeat(np.arange(len(strs)), lens - 1)                      # (P,) word of each pair
     order = np.argsort(keys, kind="stable")
     keys, word_of = keys[order], word_of[order]                              # grouped by pair
-    uniq, first = np.unique(keys, return_index=True)
+    starts = np.flatnonzero(np.diff(keys, prepend=-1))                       # (U,) first of each pair
     weights = np.asarray(freqs, dtype=np.int64)[word_of]                     # (P,)
-    sums = np.add.reduceat(weights, first).tolist() if len(keys) else []
-    keep = np.ones(len(keys), dtype=bool)                                    # list each word once per pair
-    keep[1:] = (keys[1:] != keys[:-1]) | (word_of[1:] != word_of[:-1])
-    keys, word_of = keys[keep], word_of[keep]
-    first = np.unique(keys, return_index=True)[1]
+    sums = np.add.reduceat(weights, starts).tolist() if len(keys) else []
+    uniq = keys[starts]
+    keep = np.diff(keys, prepend=-1) | np.diff(word_of, prepend=-1)          # list each word once per pair
+    keys, word_of = keys[keep != 0], word_of[keep != 0]
+    first = np.flatnonzero(np.diff(keys, prepend=-1))
     wl, bounds = word_of.tolist(), first.tolist() + [len(keys)]
     pairs = {k: [n, *wl[s:e]] for k, n, s, e in zip(uniq.tolist(), sums, bounds, bounds[1:])}
     return words, freqs, pairs
@@ -203,6 +204,8 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
     pairs_get = pairs.get
     merges: list[Pair] = []
 
+    low = _DEFER_AT_MOST                            # new pairs counted <= low wait in `deferred`
+    deferred: list[int] = []
     while len(tokens) < vocab_size:
         # 1. the best pair: pop until an entry is up to date
         while heap:
@@ -210,10 +213,24 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
             entry = pairs_get(key)
             cur = entry[0] if entry else 0
             if cur == -negc:
-                break
+                if cur > low:
+                    break                           # beats every deferred pair (all <= low)
+                heappush(heap, (negc, left, right, key))
+                for k in deferred:                  # the best count fell to `low`: from now on
+                    e = pairs_get(k)                # every pair competes through the heap
+                    if e is not None and e[0] > 0:
+                        heappush(heap, (-e[0], tok_str[k >> _SHIFT], tok_str[k & _MASK], k))
+                deferred, low = [], 0
+                continue
             if cur > 0:
                 heappush(heap, (-cur, left, right, key))
         else:
+            if deferred:                            # only deferred pairs are left
+                heap = [(-pairs[k][0], tok_str[k >> _SHIFT], tok_str[k & _MASK], k)
+                        for k in deferred if k in pairs and pairs[k][0] > 0]
+                heapq.heapify(heap)
+                deferred, low = [], 0
+                continue
             break                                   # no pair left anywhere
         merges.append((left, right))
         new = left + right
@@ -273,8 +290,10 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
         # 3. push the pairs that grew, with their new counts
         for k in touched:
             cnt = pairs[k][0]
-            if cnt > 0:
+            if cnt > low:
                 heappush(heap, (-cnt, tok_str[k >> _SHIFT], tok_str[k & _MASK], k))
+            elif cnt > 0:
+                deferred.append(k)
     return merges
 
 
