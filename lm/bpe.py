@@ -166,16 +166,19 @@ def _initial_counts(word_counts: Mapping[str, int], tok_id: dict[str, int]):
     lens = np.fromiter(map(len, strs), dtype=np.int64, count=len(strs))      # (W,)
     ends = np.cumsum(lens)                                                   # (W,)
     cps = np.frombuffer("".join(strs).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (C,)
-    chars, inverse = np.unique(cps, return_inverse=True)
-    to_id = np.array([tok_id[chr(c)] for c in chars.tolist()], dtype=np.int64)
-    ids = to_id[inverse.ravel()]                                             # (C,) token ids
+    lut = np.zeros(int(cps.max()) + 1 if len(cps) else 1, dtype=np.int64)   # code point -> token id
+    chars = np.flatnonzero(np.bincount(cps))                                 # code points present
+    lut[chars] = [tok_id[chr(c)] for c in chars.tolist()]
+    ids = lut[cps]                                                           # (C,) token ids
     flat = ids.tolist()
     words = list(map(flat.__getitem__, map(slice, (ends - lens).tolist(), ends.tolist())))
     inside = np.ones(max(len(ids) - 1, 0), dtype=bool)                       # (C-1,)
     inside[ends[:-1] - 1] = False                # no pair from a word's last char to the next word
     keys = ((ids[:-1] << _SHIFT) | ids[1:])[inside]                          # (P,) pair keys
     word_of = np.repeat(np.arange(len(strs)), lens - 1)                      # (P,) word of each pair
-    order = np.argsort(keys, kind="stable")
+    n = len(tok_id)
+    dense = (ids[:-1] * n + ids[1:])[inside]                                 # same order as keys, smaller
+    order = np.argsort(dense.astype(np.uint16) if n * n <= 1 << 16 else dense, kind="stable")  # radix sort
     keys, word_of = keys[order], word_of[order]                              # grouped by pair
     starts = np.flatnonzero(np.diff(keys, prepend=-1))                       # (U,) first of each pair
     weights = np.asarray(freqs, dtype=np.int64)[word_of]                     # (P,)
