@@ -319,7 +319,9 @@ def _word_counts(words: Iterable[str], marker: str) -> Counter:
     if isinstance(words, str):
         raise ConfigError("BPE training expects an iterable of words, not one string: "
                           "pass text.split()")
-    return Counter(marker + w for w in words if w)
+    counts = Counter(words)                         # count first, then mark the distinct words
+    counts.pop("", None)
+    return Counter({marker + w: c for w, c in counts.items()})
 
 
 class BPETokenizer:
