@@ -249,14 +249,16 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
         new = left + right
         tokens.add(new)
         c = tok_id.get(new)
-        if c is None:
+        reused = c is not None                      # rare: "a"+"bc" after "ab"+"c" made the same string
+        if not reused:
             c = tok_id[new] = len(tok_str)
             tok_str.append(new)
         a, b = key >> _SHIFT, key & _MASK
         b_key, c_key = b << _SHIFT, c << _SHIFT
         # 2. rewrite the words that hold (a, b); fix the counts next to each merge site
-        touched: set[int] = set()                   # pairs whose count went up
-        touch = touched.add
+        made: list[int] = []                        # pairs holding c made in this merge
+        touched: set[int] = set()                   # older pairs holding c whose count went up (if reused)
+        make, touch = made.append, touched.add
         for idx in entry[1:]:
             w = words[idx]
             todo = w.count(a)                       # a's not looked at yet
@@ -279,11 +281,13 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
                     e = pairs_get(k)
                     if e is None:
                         pairs[k] = [f, idx]
+                        make(k)
                     else:
                         e[0] += f
                         if e[-1] != idx:            # a word is listed once per run of hits
                             e.append(idx)
-                    touch(k)
+                        if reused:
+                            touch(k)
                 if j + 2 < len(w):                  # (b, n) becomes (c, n)
                     n = w[j + 2]
                     pairs[b_key | n][0] -= f
@@ -291,17 +295,19 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
                     e = pairs_get(k)
                     if e is None:
                         pairs[k] = [f, idx]
+                        make(k)
                     else:
                         e[0] += f
                         if e[-1] != idx:            # a word is listed once per run of hits
                             e.append(idx)
-                    touch(k)
+                        if reused:
+                            touch(k)
                 w[j] = c
                 del w[j + 1]
                 j += 1
         del pairs[key]                              # every occurrence was merged
         # 3. push the pairs that grew, with their new counts
-        for k in touched:
+        for k in (made if not reused else touched.union(made)):
             cnt = pairs[k][0]
             if cnt > low:
                 heappush(heap, (-cnt, tok_str[k >> _SHIFT], tok_str[k & _MASK], k))

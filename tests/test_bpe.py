@@ -204,3 +204,14 @@ def test_bpe_stage_on_a_tiny_corpus(tmp_path, monkeypatch):
     assert m["chars_per_token"] == round(len(valid) / len(tok.encode(valid)), 4)
     assert m["book_sentence_tokens"] == tok.tokenize(stage.BOOK_SENTENCE)
     assert m["bytelevel_vocab_size"] == 300 and m["bytelevel_round_trip"] is True
+
+
+def test_fast_equals_reference_with_many_and_astral_characters():
+    # > 256 distinct characters (the initial pair sort cannot use 16-bit codes) incl. emoji and U+10FFFF
+    rng = random.Random(11)
+    alphabet = [chr(c) for c in list(range(0x61, 0x7b)) + list(range(0x4E00, 0x4E00 + 300)) + [0x1F600, 0x10FFFF]]
+    words = ["".join(rng.choice(alphabet[:30] if rng.random() < 0.8 else alphabet) for _ in range(rng.randint(1, 6)))
+             for _ in range(2000)]
+    fast, ref = BPETokenizer.train(words, 500), BPETokenizer.train_reference(words, 500)
+    assert len(fast.chars) > 256
+    assert fast.merges == ref.merges and len(fast.merges) > 100
