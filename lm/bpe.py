@@ -205,7 +205,7 @@ def _fast_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
       pushed again, so a popped entry whose count is out of date is re-pushed with the current
       count and the first valid entry popped is the true best pair (ties by (left, right)).
     """
-    tok_str: list[str] = sorted({ch for w in word_counts for ch in w})
+    tok_str: list[str] = sorted(set("".join(word_counts)))
     tok_id = {t: i for i, t in enumerate(tok_str)}
     tokens = set(tok_str)
     if len(tokens) >= vocab_size:
@@ -359,14 +359,14 @@ class BPETokenizer:
         """The fast trainer. `vocab_size` counts characters + merged tokens, as in the book."""
         with _gc_paused():
             counts = _word_counts(words, marker)
-            return cls(fast_merges(counts, vocab_size), {ch for w in counts for ch in w}, marker)
+            return cls(fast_merges(counts, vocab_size), set("".join(counts)), marker)
 
     @classmethod
     def train_reference(cls, words: Iterable[str], vocab_size: int,
                         marker: str = WORD_MARKER) -> "BPETokenizer":
         """The book's trainer (slow); gives the same merges as `train`."""
         counts = _word_counts(words, marker)
-        return cls(reference_merges(counts, vocab_size), {ch for w in counts for ch in w}, marker)
+        return cls(reference_merges(counts, vocab_size), set("".join(counts)), marker)
 
     # ---------------------------------------------------------------- encoding
     @property
