@@ -69,6 +69,28 @@ def choose_device(name: str | None = None) -> torch.device:
 # --------------------------------------------------------------------------------------------
 
 @contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` (`.NAME.XXXX.part`); renamed over `path` when the block
+    succeeds, with the usual permissions (not mkstemp's 0600), and removed if it raises.
+
+    For writers that need a file name rather than an open file (links, other libraries).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync and rename it over `path`.
 
@@ -78,25 +100,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     >>> with atomic_open("out.json") as f:   # doctest: +SKIP
     ...     f.write("{}")
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    binary = "b" in mode
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if binary else {"encoding": encoding})) as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": encoding})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lm.data.fetch import (DEFAULT_TIMEOUT, staged, default_cache_dir, extract_members, fetch_file, with_base,
+from lm.data.fetch import (DEFAULT_TIMEOUT, default_cache_dir, extract_members, fetch_file, with_base,
                            write_text_file)
 from lm.data.loaders import (
     EMOTION_LABELS, DataError, book_shuffle, book_split, load_gsm8k, load_instruct, read_jsonl,
 )
-from lm.utils import ConfigError, LMError, atomic_open, say
+from lm.utils import ConfigError, LMError, atomic_open, atomic_path, say
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,7 +62,7 @@ def _build_news(raw: dict, root: Path, urls: dict) -> None:
                                          "news/test.txt": root / "news/test.txt"}, urls["news.tar.gz"])
     # The book validates on test.txt; our layout wants valid.txt, so valid.txt is test.txt.
     test, valid = root / "news/test.txt", root / "news/valid.txt"
-    with staged(valid) as tmp:
+    with atomic_path(valid) as tmp:
         tmp.unlink()
         try:
             os.link(test, tmp)          # same bytes, no second copy on disk

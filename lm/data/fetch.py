@@ -20,18 +20,17 @@ import http.client
 import json
 import os
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from lm.data.loaders import DataError
-from lm.utils import LMError, Progress, atomic_open, atomic_write_json, say
+from lm.utils import LMError, Progress, atomic_open, atomic_path, atomic_write_json, say
 
 CHUNK = 1 << 20          # bytes read per step while streaming
 DEFAULT_TIMEOUT = 60.0   # seconds a socket may stay silent before we give up
@@ -83,60 +82,49 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None,
     '3f1c...'
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(request, timeout=timeout)
-            except urllib.error.HTTPError as e:   # a subclass of URLError: test it first
-                hint = " (the file is not at this address)" if e.code == 404 else ""
-                raise DownloadError(url, f"HTTP {e.code} {e.reason}{hint}") from None
-            except urllib.error.URLError as e:
-                raise DownloadError(url, _offline_hint(url, e.reason)) from None
-            except (OSError, http.client.HTTPException) as e:   # reset or timed out before the headers
-                raise DownloadError(url, _offline_hint(url, e or type(e).__name__)) from None
-            with response:
-                length = response.headers.get("Content-Length")
-                expected_len = int(length) if length and length.isdigit() else None
-                digest, got = hashlib.sha256(), 0
-                kib = Progress(total=(expected_len // 1024) if expected_len else None,
-                               desc=desc or dest.name, unit="KiB",
-                               quiet=True if expected_len is not None and expected_len < CHUNK else None)
-                try:
-                    while True:
-                        chunk = response.read(CHUNK)
-                        if not chunk:
-                            break
-                        digest.update(chunk)
-                        out.write(chunk)
-                        kib.update(((got + len(chunk)) >> 10) - (got >> 10))
-                        got += len(chunk)
-                except http.client.IncompleteRead as e:
-                    got += len(e.partial)
-                    raise DownloadError(url, f"transfer interrupted after {got} of {expected_len} bytes; "
-                                             f"run again to retry") from None
-                except OSError as e:   # connection reset, socket timeout in the middle, ...
-                    raise DownloadError(url, f"transfer interrupted after {got} bytes ({e}); run again to retry") from None
-                finally:
-                    kib.close()
-            if expected_len is not None and got != expected_len:
-                raise DownloadError(url, f"transfer interrupted: got {got} of {expected_len} bytes "
-                                         f"(Content-Length); run again to retry")
-            actual = digest.hexdigest()
-            if sha256 is not None and actual != sha256.lower():
-                raise ChecksumError(url, f"sha256 mismatch: expected {sha256}, got {actual}")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-        return actual
-    except BaseException:   # KeyboardInterrupt included: never leave a partial file behind
+    # atomic_open: any error, KeyboardInterrupt included, removes the temporary file
+    with atomic_open(dest, "wb") as out:
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as e:   # a subclass of URLError: test it first
+            hint = " (the file is not at this address)" if e.code == 404 else ""
+            raise DownloadError(url, f"HTTP {e.code} {e.reason}{hint}") from None
+        except urllib.error.URLError as e:
+            raise DownloadError(url, _offline_hint(url, e.reason)) from None
+        except (OSError, http.client.HTTPException) as e:   # reset or timed out before the headers
+            raise DownloadError(url, _offline_hint(url, e or type(e).__name__)) from None
+        with response:
+            length = response.headers.get("Content-Length")
+            expected_len = int(length) if length and length.isdigit() else None
+            digest, got = hashlib.sha256(), 0
+            kib = Progress(total=(expected_len // 1024) if expected_len else None,
+                           desc=desc or dest.name, unit="KiB",
+                           quiet=True if expected_len is not None and expected_len < CHUNK else None)
+            try:
+                while True:
+                    chunk = response.read(CHUNK)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                    kib.update(((got + len(chunk)) >> 10) - (got >> 10))
+                    got += len(chunk)
+            except http.client.IncompleteRead as e:
+                got += len(e.partial)
+                raise DownloadError(url, f"transfer interrupted after {got} of {expected_len} bytes; "
+                                         f"run again to retry") from None
+            except OSError as e:   # connection reset, socket timeout in the middle, ...
+                raise DownloadError(url, f"transfer interrupted after {got} bytes ({e}); run again to retry") from None
+            finally:
+                kib.close()
+        if expected_len is not None and got != expected_len:
+            raise DownloadError(url, f"transfer interrupted: got {got} of {expected_len} bytes "
+                                     f"(Content-Length); run again to retry")
+        actual = digest.hexdigest()
+        if sha256 is not None and actual != sha256.lower():
+            raise ChecksumError(url, f"sha256 mismatch: expected {sha256}, got {actual}")
+    return actual
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -221,20 +209,6 @@ def _open_maybe_gzip(path: Path) -> Iterator:
         yield f
 
 
-@contextmanager
-def staged(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed onto it when the block succeeds, removed otherwise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _copy_utf8(src, out, source: str) -> int:
     """Copy a binary stream to `out`, checking on the way that it is non-empty UTF-8; returns bytes."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -304,8 +278,8 @@ def extract_members(archive: Path, wanted: dict[str, Path], source: str | None =
     never paths from the archive, and they appear (atomically) only if everything succeeded.
     """
     source = source or str(archive)
-    staged: dict[str, Path] = {}
-    try:
+    seen: set[str] = set()
+    with ExitStack() as staged:   # every destination is renamed into place only if the block succeeds
         try:
             tar = tarfile.open(archive, mode="r|*")
         except tarfile.TarError as e:
@@ -321,22 +295,14 @@ def extract_members(archive: Path, wanted: dict[str, Path], source: str | None =
                         continue
                     if not member.isfile():
                         raise UnsafeArchiveError(source, f"member {name!r} is not a regular file")
-                    if name in staged:
+                    if name in seen:
                         raise DownloadError(source, f"member {name!r} appears twice in the archive")
-                    dest = wanted[name]
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-                    staged[name] = Path(tmp)
-                    with os.fdopen(fd, "wb") as out:
+                    seen.add(name)
+                    tmp = staged.enter_context(atomic_path(wanted[name]))
+                    with open(tmp, "wb") as out:
                         _copy_utf8(tar.extractfile(member), out, f"{source} member {name}")
             except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
                 raise DownloadError(source, f"corrupt or truncated archive ({e})") from None
-        missing = [n for n in wanted if n not in staged]
+        missing = [n for n in wanted if n not in seen]
         if missing:
             raise DownloadError(source, f"archive lacks {', '.join(missing)}")
-        for name, tmp in staged.items():
-            os.replace(tmp, wanted[name])
-    except BaseException:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
-        raise
