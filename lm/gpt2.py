@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lm.checkpoint import CheckpointError, load_folder, save_safetensors
+from lm.linear import Linear, linear
 from lm.utils import ConfigError, atomic_write_json
 
 ACTIVATIONS = {  # config.json "activation_function" -> our function
@@ -169,8 +170,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: GPT2Config, layer_idx: int):
         super().__init__()
         self.n_head, self.layer_idx = cfg.n_head, layer_idx
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
-        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd)         # lm.linear: nn.Linear, faster CPU inference
+        self.c_proj = Linear(cfg.n_embd, cfg.n_embd)
         self.attn_pdrop = cfg.attn_pdrop
         self.resid_drop = nn.Dropout(cfg.resid_pdrop)
         scale = 1.0 / math.sqrt(cfg.head_dim) if cfg.scale_attn_weights else 1.0
@@ -195,8 +196,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         inner = cfg.n_inner or 4 * cfg.n_embd
-        self.c_fc = nn.Linear(cfg.n_embd, inner)
-        self.c_proj = nn.Linear(inner, cfg.n_embd)
+        self.c_fc = Linear(cfg.n_embd, inner)
+        self.c_proj = Linear(inner, cfg.n_embd)
         self.act = ACTIVATIONS[cfg.activation_function]
         self.drop = nn.Dropout(cfg.resid_pdrop)
 
@@ -402,7 +403,7 @@ class GPT2(_Pretrained):
         self.config = config
         self.transformer = GPT2Model(config)
         # Tied head: logits = h @ wte.T, so no separate parameter exists (and none is saved).
-        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = None if config.tie_word_embeddings else Linear(config.n_embd, config.vocab_size, bias=False)
         if not any(p.is_meta for p in self.parameters()):
             self.init_weights()
 
@@ -414,7 +415,7 @@ class GPT2(_Pretrained):
         if last_only:
             h = h[:, -1:]                                                         # (B, 1, C)
         weight = self.transformer.wte.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(h, weight)                                                # (B, T, V)
+        return linear(h, weight)                                                  # (B, T, V)
 
 
 class GPT2ForSequenceClassification(_Pretrained):
@@ -431,7 +432,7 @@ class GPT2ForSequenceClassification(_Pretrained):
         super().__init__()
         self.config = config
         self.transformer = GPT2Model(config)
-        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.score = Linear(config.n_embd, config.num_labels, bias=False)
         if not any(p.is_meta for p in self.parameters()):
             self.init_weights()
 
