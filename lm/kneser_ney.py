@@ -23,7 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from lm.ngram import NGramCounts, sample_index
+from lm.ngram import sample_index
+from lm.ngram_counts import NGramCounts
 from lm.utils import ConfigError
 
 
