@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lm.data import EMBEDDED_DIR, EMOTION_LABELS, load_split
-from lm.data import embedded
+from lm.data import embedded, toy_tasks
 from lm.data.toyworld import CAPITALS, EMOTION_CUES, JOB, LEAVES, TOWN, build_world
 
 
@@ -174,7 +174,7 @@ def test_emotion_noise_and_best_accuracy_match_meta(tree):
         counts = collections.Counter(r["label"] for r in rows)
         assert counts == m["label_counts"] and set(counts) == set(EMOTION_LABELS)
         clean_counts = collections.Counter(r["label"] for r in clean)
-        assert clean_counts == embedded._label_counts(n)
+        assert clean_counts == toy_tasks.label_counts(n)
         assert clean_counts.most_common(2)[0][0] == "joy" and clean_counts.most_common(2)[1][0] == "sadness"
         for r in clean:   # every text carries a cue of its true label
             assert any(re.search(rf"\b{c}\b", r["text"]) for c in EMOTION_CUES[r["label"]]), r
