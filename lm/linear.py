@@ -25,9 +25,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# oneDNN ships with the x86 and ARM CPU builds of torch; the op is looked up once.
-_ONEDNN_LINEAR = (getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-                  if torch.backends.mkldnn.is_available() else None)
+
+def _find_onednn_linear():
+    """oneDNN's linear op if this torch build has it and it computes a small product exactly right.
+
+    The op is internal to torch (the name starts with `_`), so rather than trust its signature
+    across versions we call it once on integers, where every kernel is exact, and otherwise
+    fall back to `F.linear` everywhere.
+    """
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+    if op is None:
+        return None
+    x, w, b = torch.arange(6.0).view(2, 3), torch.arange(12.0).view(4, 3), torch.ones(4)
+    try:
+        with torch.no_grad():
+            return op if torch.equal(op(x, w, b, "none", [], ""), F.linear(x, w, b)) else None
+    except (RuntimeError, TypeError):
+        return None
+
+
+_ONEDNN_LINEAR = _find_onednn_linear()      # looked up once, at import
 ONEDNN_AVAILABLE = _ONEDNN_LINEAR is not None
 
 

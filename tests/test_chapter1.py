@@ -1,5 +1,6 @@
 """Chapter 1.2 (quadratic loss, gradient descent) and the embedding = one-hot x linear identity."""
 import importlib.util
+
 import numpy as np
 import pytest
 import torch

@@ -50,6 +50,15 @@ def test_kernel_choice():
         assert uses_onednn(x, w) == (ONEDNN_AVAILABLE)
 
 
+def test_without_onednn_everything_is_f_linear(monkeypatch):
+    import lm.linear
+    monkeypatch.setattr(lm.linear, "_ONEDNN_LINEAR", None)
+    w, x = torch.randn(4, 3), torch.randn(2, 3)
+    with torch.no_grad():
+        assert not uses_onednn(x, w)
+        assert torch.equal(linear(x, w), F.linear(x, w))
+
+
 def test_training_path_has_gradients():
     layer = Linear(3, 4)
     x = torch.randn(2, 3, requires_grad=True)
