@@ -89,6 +89,8 @@ def test_gpt2_logits_same_with_and_without_autograd():
     """The model's inference path (oneDNN on the CPU) gives the training path's logits."""
     torch.manual_seed(0)
     model = GPT2(GPT2Config(vocab_size=97, n_positions=32, n_embd=64, n_layer=2, n_head=4)).eval()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2 * 4 and all(type(m) is Linear for m in linears)   # c_attn, c_proj, c_fc, c_proj
     ids = torch.randint(0, 97, (2, 9))
     train_path = model(ids).detach()
     with torch.inference_mode():
