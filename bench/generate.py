@@ -45,18 +45,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def best_seconds(fn, device: torch.device, repeat: int) -> float:
+    """The shortest of `repeat` timings of `fn()` (the device synchronised around each)."""
+    best = float("inf")
+    for _ in range(repeat):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def measure_bandwidth(device: torch.device, mbytes: int, repeat: int = 5) -> float:
     """Read bandwidth in bytes/s: best time to sum a `mbytes` MB float32 buffer."""
     buf = torch.ones(mbytes * 2**20 // 4, dtype=torch.float32, device=device)
-    buf.sum()
-    sync(device)
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        buf.sum()
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return buf.numel() * 4 / best
+    buf.sum()                                                            # warm-up
+    return buf.numel() * 4 / best_seconds(buf.sum, device, repeat)
 
 
 def weight_bytes_per_token(model: GPT2) -> int:
@@ -92,34 +97,16 @@ def matmul_floor_tokens_per_s(model: GPT2, device: torch.device, kernel, repeat:
     def step():
         for w in mats:
             kernel(xs[w.shape[1]], w)
-    step()
-    sync(device)
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        step()
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 1.0 / best
-
-
-def timed_generate(model, prompt, n, use_cache, device, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        sync(device)
-        t = time.perf_counter()
-        generate(model, prompt, n, use_cache=use_cache)
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best
+    step()                                                               # warm-up
+    return 1.0 / best_seconds(step, device, repeat)
 
 
 def decode_tokens_per_s(model, batch, prompt_len, new_tokens, use_cache, device, repeat) -> float:
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
     generate(model, prompt, 2, use_cache=use_cache)                     # warm-up
-    t1 = timed_generate(model, prompt, 1, use_cache, device, repeat)
-    tn = timed_generate(model, prompt, 1 + new_tokens, use_cache, device, repeat)
+    t1 = best_seconds(lambda: generate(model, prompt, 1, use_cache=use_cache), device, repeat)
+    tn = best_seconds(lambda: generate(model, prompt, 1 + new_tokens, use_cache=use_cache), device, repeat)
     return batch * new_tokens / max(tn - t1, 1e-9)
 
 
@@ -183,12 +170,7 @@ def bench_load(args):
             ("torch.load + touch", lambda: touch(torch.load(d / "same.pt", weights_only=True))),
             ("ours: GPT2.from_pretrained (whole model)", lambda: GPT2.from_pretrained(d / "ckpt")),
         ]:
-            best = float("inf")
-            for _ in range(args.repeat):
-                t = time.perf_counter()
-                fn()
-                best = min(best, time.perf_counter() - t)
-            rows.append((label, best))
+            rows.append((label, best_seconds(fn, torch.device("cpu"), args.repeat)))
         print(f"\nload a 124M checkpoint ({size / 2**20:.0f} MiB, files in the page cache), best of {args.repeat}:")
         base = rows[2][1]
         for label, t in rows:
