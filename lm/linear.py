@@ -57,11 +57,9 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)`: x (..., in), weight (out, in), bias (out,) -> (..., out)."""
-    if not uses_onednn(x, weight):
-        return F.linear(x, weight, bias)
-    if (weight.dim() != 2 or x.shape[-1] != weight.shape[1]
+    if (not uses_onednn(x, weight) or weight.dim() != 2 or x.shape[-1] != weight.shape[1]
             or (bias is not None and (bias.shape != weight.shape[:1] or bias.dtype != weight.dtype))):
-        return F.linear(x, weight, bias)                      # let F.linear word the error
+        return F.linear(x, weight, bias)                      # also words any shape error
     rows = x.reshape(-1, x.shape[-1])                          # (N, in)
     y = _ONEDNN_LINEAR(rows, weight, bias, "none", [], "")     # (N, out)
     return y.view(*x.shape[:-1], weight.shape[0])              # (..., out)
