@@ -12,26 +12,16 @@ reported with its error and the others still run; the exit status is 1 if any st
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 import traceback
 from datetime import datetime
 from pathlib import Path
 
-from lm.data import DataError, resolve_data_dir
-from lm.stages import STAGE_NAMES, RunConfig
-from lm.utils import LMError, atomic_write_json, choose_device, seed_everything, set_quiet
-
-
-def load_stage(name: str):
-    """The stage module, or None if it is not implemented yet."""
-    try:
-        return importlib.import_module(f"lm.stages.{name}")
-    except ModuleNotFoundError as e:
-        if e.name == f"lm.stages.{name}":
-            return None
-        raise
+from lm.errors import LMError
+from lm.data.loaders import resolve_data_dir
+from lm.stages import STAGE_NAMES, RunConfig, load_stage, run_stage
+from lm.utils import choose_device, set_quiet, write_summary
 
 
 def parse_names(value: str | None, flag: str) -> list[str]:
@@ -96,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_stages(args: argparse.Namespace, data_dir: Path, only: list[str], skip: list[str]) -> int:
     out = Path(args.out or f"runs/{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    cfg = RunConfig(quick=args.quick, seed=args.seed, device=args.device, quiet=args.quiet, gpt2=args.gpt2)
+    cfg = RunConfig(quick=args.quick, seed=args.seed, device=args.device, quiet=args.quiet, gpt2=args.gpt2,
+                    run_dir=out)
 
     summary: dict = {"data_dir": str(data_dir), "quick": cfg.quick, "seed": cfg.seed, "stages": {}}
     rows = []
@@ -110,13 +101,12 @@ def run_stages(args: argparse.Namespace, data_dir: Path, only: list[str], skip: 
         else:
             if not cfg.quiet:
                 print(f"\n=== {name} ===", flush=True)
-            seed_everything(cfg.seed)
             t0 = time.perf_counter()
             try:
-                metrics = module.run(cfg, data_dir, out / name)
+                metrics = run_stage(name, cfg, data_dir, out / name)
                 entry = {"status": "ok", "metrics": metrics}
                 shown = fmt_metrics(metrics, getattr(module, "KEY_METRICS", None))
-            except (LMError, DataError) as e:
+            except LMError as e:
                 entry = {"status": "failed", "metrics": {}, "error": f"{type(e).__name__}: {e}"}
                 shown = entry["error"]
             except Exception as e:  # a bug: keep the traceback for the report, run the other stages
@@ -128,7 +118,7 @@ def run_stages(args: argparse.Namespace, data_dir: Path, only: list[str], skip: 
             entry["seconds"] = round(time.perf_counter() - t0, 2)
             rows.append((name, shown, entry["seconds"], entry["status"]))
         summary["stages"][name] = entry
-        atomic_write_json(out / "summary.json", summary)  # after each stage, so a crash keeps the rest
+        write_summary(out, summary)  # after each stage, so a crash keeps the rest
 
     width = max([len(r[0]) for r in rows] + [5])
     print(f"\n{'stage':{width}s}  {'status':7s} {'seconds':>8s}  metrics")

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-from lm.checkpoint import load_safetensors
-from lm.generate import generate
-from lm.gpt2 import GPT2, GPT2Config
-from lm.linear import linear
+from lm.checkpoints.safetensors import load_safetensors
+from lm.inference.generate import generate
+from lm.models.gpt2 import GPT2, GPT2Config
+from lm.models.fast_linear import linear
 
 CONFIGS = {
     "124M": dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
@@ -120,7 +120,7 @@ def bench_generation(args, device, bw: Bandwidth):
               "decoding step")
         bw.probe()
         floors = {"F.linear": matmul_floor_tokens_per_s(model, device, torch.nn.functional.linear),
-                  "lm.linear (the model's)": matmul_floor_tokens_per_s(model, device, linear)}
+                  "lm.models.fast_linear (the model's)": matmul_floor_tokens_per_s(model, device, linear)}
         results = {}
         batches = [int(b) for b in args.batches.split(",")]
         for batch in batches:

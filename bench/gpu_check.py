@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lm.generate import generate
-from lm.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
-from lm.transformer import DecoderLanguageModel
+from lm.inference.generate import generate
+from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
+from lm.models.transformer import DecoderConfig, DecoderLanguageModel
 
 FAILED: list[str] = []
 
@@ -72,7 +72,7 @@ def generation(fixtures: Path, dev: torch.device) -> None:
 
 def decoder(dev: torch.device) -> None:
     torch.manual_seed(0)
-    lit = DecoderLanguageModel(100, 64, 8, 2, "reference").to(dev)
+    lit = DecoderLanguageModel(DecoderConfig(100, 64, 8, 2, "reference")).to(dev)
     fast = lit.converted("fast").to(dev)
     x = torch.randint(0, 100, (4, 30), device=dev)
     with torch.no_grad():

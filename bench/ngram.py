@@ -17,9 +17,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from lm.data import book_split, data_file, read_text
-from lm.kneser_ney import KneserNeyLM
-from lm.ngram import BookReferenceLM, CountLM, NGramCounts, tokenize
+from lm.data.loaders import book_split, data_file, read_text
+from lm.ngram.kneser_ney import KneserNeyLM
+from lm.ngram.backoff import BookReferenceLM, CountLM
+from lm.ngram.counts import NGramCounts, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lm.bpe import BPETokenizer  # noqa: E402
-from lm.gpt2_tokenizer import GPT2Tokenizer  # noqa: E402
+from lm.tokenizers.bpe import BPETokenizer  # noqa: E402
+from lm.tokenizers.gpt2 import GPT2Tokenizer  # noqa: E402
 
 
 def timed(fn, repeats: int):

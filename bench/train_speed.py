@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from lm.rnn import RecurrentLanguageModel
-from lm.train import TrainConfig, lm_loss, make_optimizer
-from lm.transformer import DecoderLanguageModel
+from lm.models.rnn import RecurrentLanguageModel, RNNConfig
+from lm.training.engine import TrainConfig, lm_loss, make_optimizer
+from lm.models.transformer import DecoderConfig, DecoderLanguageModel
 from lm.utils import choose_device
 
 
@@ -101,7 +101,7 @@ def main() -> None:
     batch = {"input_ids": x[:, :-1], "targets": x[:, 1:]}
     tokens = a.batch * a.context
 
-    ref = DecoderLanguageModel(a.vocab, a.emb_dim, a.heads, a.blocks, attention="reference").to(device)
+    ref = DecoderLanguageModel(DecoderConfig(a.vocab, a.emb_dim, a.heads, a.blocks, attention="reference")).to(device)
     fast = ref.converted("fast").to(device)
     with torch.no_grad():
         diff = (fast(batch["input_ids"]) - ref(batch["input_ids"])).abs().max().item()
@@ -121,9 +121,9 @@ def main() -> None:
     print(f"fast / literal: {sps['fast attention'] / sps['literal attention']:.2f}x")
 
     if a.rnn:
-        book = RecurrentLanguageModel(a.vocab, a.emb_dim, a.blocks).to(device)
+        book = RecurrentLanguageModel(RNNConfig(a.vocab, a.emb_dim, a.blocks)).to(device)
         book.reference = True
-        quick = RecurrentLanguageModel(a.vocab, a.emb_dim, a.blocks).to(device)
+        quick = RecurrentLanguageModel(RNNConfig(a.vocab, a.emb_dim, a.blocks)).to(device)
         quick.load_state_dict(book.state_dict())
         out = compare_steps_per_second({"RNN book loop": book, "RNN fast stack": quick}, batch, a.steps, a.warmup,
                                        device, a.bf16)

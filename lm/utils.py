@@ -1,4 +1,4 @@
-"""Shared utilities: seeding, device choice, a progress bar, a JSONL metrics log, atomic writes.
+"""Shared utilities: seeding, device choice, a progress bar, a JSONL metrics log, atomic writes, JSON.
 
 Everything here is small on purpose; every other module may import it, and it imports only the
 standard library, numpy and torch.
@@ -18,16 +18,7 @@ from typing import IO, Any, Iterable, Iterator
 import numpy as np
 import torch
 
-
-class LMError(Exception):
-    """Base class of every error a user can cause (bad file, bad flag, bad config).
-
-    Catch this one to tell a user's mistake from a bug in the code.
-    """
-
-
-class ConfigError(LMError, ValueError):
-    """A configuration value or command-line flag is invalid; the message names it."""
+from lm.errors import ConfigError
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,6 +113,37 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     """Write `obj` as JSON to `path` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+SUMMARY_NAME = "summary.json"
+
+
+def write_summary(out_dir: str | os.PathLike, summary: dict) -> Path:
+    """Write `out_dir/summary.json` atomically: the one place a summary is written.
+
+    run_all.py calls it for the run (all stages) and for each stage's folder; command lines
+    (`python -m lm.training.pretrain`, ...) call it for theirs. Returns the path.
+    """
+    path = Path(out_dir) / SUMMARY_NAME
+    atomic_write_json(path, summary)
+    return path
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """`json.loads(..., object_pairs_hook=no_duplicate_keys)`: a key given twice is an error
+    (ValueError), not "the last one wins". Every JSON file a user may hand us is read with it.
+
+    >>> json.loads('{"a": 1, "a": 2}', object_pairs_hook=no_duplicate_keys)
+    Traceback (most recent call last):
+    ...
+    ValueError: duplicate key 'a'
+    """
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ import random
 import pytest
 from conftest import SHARED_DATA, needs_shared
 
-from lm.bpe import UNK_TOKEN, BPETokenizer, fast_merges, reference_merges
-from lm.data import DataError
-from lm.utils import ConfigError
+from lm.errors import ConfigError, TokenizerFileError
+from lm.tokenizers.bpe import UNK_TOKEN, BPETokenizer, reference_merges
+from lm.tokenizers.bpe_fast import fast_merges
 
 
 def test_hand_checked_aaabdaaabac():
@@ -168,26 +168,26 @@ def test_load_rejects_malformed_files(tmp_path, mutate, message):
     d = json.loads(json.dumps(d))
     mutate(d)
     _write(path, d)
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(TokenizerFileError, match=message):
         BPETokenizer.load(path)
 
 
 def test_load_rejects_bad_json_and_duplicate_keys(tmp_path):
     path = tmp_path / "t.json"
     path.write_text("{not json", encoding="utf-8")
-    with pytest.raises(DataError, match="not valid JSON"):
+    with pytest.raises(TokenizerFileError, match="not valid JSON"):
         BPETokenizer.load(path)
     path.write_text('{"format": "lm.bpe", "format": "lm.bpe"}', encoding="utf-8")
-    with pytest.raises(DataError, match="duplicate key 'format'"):
+    with pytest.raises(TokenizerFileError, match="duplicate key 'format'"):
         BPETokenizer.load(path)
-    with pytest.raises(DataError, match="no such tokenizer file"):
+    with pytest.raises(TokenizerFileError, match="no such tokenizer file"):
         BPETokenizer.load(tmp_path / "missing.json")
 
 
 # -------------------------------------------------------------------------------- stage
 
 def test_bpe_stage_on_a_tiny_corpus(tmp_path, monkeypatch):
-    from lm.stages import RunConfig
+    from lm.stages import RunConfig, run_stage
     from lm.stages import bpe as stage
     rng = random.Random(0)
     news = tmp_path / "data" / "news"
@@ -195,9 +195,9 @@ def test_bpe_stage_on_a_tiny_corpus(tmp_path, monkeypatch):
     lines = [" ".join(random_corpus(rng, 12, "abcdefghij", 7)) for _ in range(300)]
     (news / "train.txt").write_text("\n".join(lines[:250]) + "\n", encoding="utf-8")
     (news / "valid.txt").write_text("\n".join(lines[250:]) + "\n", encoding="utf-8")
-    monkeypatch.setattr(stage, "stage_config", lambda quick: stage.BPEStageConfig(
-        max_words=None, vocab_size=80, bytelevel_lines=None, bytelevel_vocab_size=300))
-    m = stage.run(RunConfig(quiet=True), tmp_path / "data", tmp_path / "out")
+    small = stage.Settings(max_words=None, vocab_size=80, bytelevel_lines=None, bytelevel_vocab_size=300)
+    monkeypatch.setattr(stage, "Settings", lambda: small)
+    m = run_stage("bpe", RunConfig(quiet=True), tmp_path / "data", tmp_path / "out")
     tok = BPETokenizer.load(tmp_path / "out" / "bpe.json")
     valid = "\n".join(lines[250:])
     assert m["vocab_size"] == tok.vocab_size == 81 and m["train_words"] == 250 * 12

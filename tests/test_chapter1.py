@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lm.embedding import compare, one_hot, tied_pair
-from lm.quadratic_loss import GDConfig, closed_form, gradient, gradient_descent, loss
+from lm.basics.embedding import compare, one_hot, tied_pair
+from lm.basics.quadratic_loss import GDConfig, closed_form, gradient, gradient_descent, loss
 
 
 def test_closed_form_by_hand():
@@ -74,7 +74,7 @@ def test_one_hot_and_tied_weights():
 
 
 def test_plot_writes_a_png_or_says_no(tmp_path, monkeypatch):
-    from lm.quadratic_loss import plot_descent
+    from lm.basics.quadratic_loss import plot_descent
     res = gradient_descent()
     if importlib.util.find_spec("matplotlib") is None:
         assert plot_descent(res, str(tmp_path / "p.png")) is False

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import SHARED_FIXTURES, needs_fixtures
-from lm.checkpoint import (CheckpointError, load_folder, load_safetensors, load_sharded, load_torch_bin,
-                           read_safetensors_header, save_safetensors)
+from lm.errors import CheckpointError
+from lm.checkpoints.hf import load_folder, load_sharded, load_torch_bin
+from lm.checkpoints.safetensors import load_safetensors, read_safetensors_header, save_safetensors
 
 
 def small_tensors() -> dict[str, torch.Tensor]:
@@ -104,7 +105,7 @@ def test_duplicate_names_are_refused(tmp_path):
     blob = (b'{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
             b'"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}')
     (tmp_path / "m.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(8))
-    with pytest.raises(CheckpointError, match="duplicate name 'x'"):
+    with pytest.raises(CheckpointError, match="duplicate key 'x'"):
         load_safetensors(tmp_path / "m.safetensors")
 
 

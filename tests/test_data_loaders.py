@@ -5,9 +5,9 @@ import random
 import pytest
 
 from conftest import SHARED_DATA, needs_shared
-from lm.data import (DataError, EMOTION_LABELS, LAYOUT, book_shuffle, book_split, load_emotion, load_gsm8k,
-                     load_instruct, load_iptc, load_split, read_lines, resolve_data_dir)
-from lm.data.loaders import EMBEDDED_DIR
+from lm.errors import DataError
+from lm.data.loaders import (EMBEDDED_DIR, EMOTION_LABELS, LAYOUT, book_shuffle, book_split, load_emotion, load_gsm8k,
+                             load_instruct, load_iptc, load_split, read_lines, resolve_data_dir)
 
 
 def write(tmp_path, name, content, binary=False):

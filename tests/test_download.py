@@ -22,10 +22,10 @@ import pytest
 import lm.data.download as dl
 import lm.data.fetch as fetch
 from conftest import SHARED_GPT2, needs_gpt2_files
-from lm.data import DataError, EMOTION_LABELS, load_split, resolve_data_dir
-from lm.data.download import fetch_all, fetch_dataset, fetch_gpt2, main
-from lm.data.fetch import ChecksumError, DownloadError, UnsafeArchiveError, download, extract_members
-from lm.utils import ConfigError
+from lm.errors import ConfigError, DataError, DownloadError, ChecksumError, UnsafeArchiveError
+from lm.data.loaders import EMOTION_LABELS, load_split, resolve_data_dir
+from lm.data.download import download_all, download_dataset, download_gpt2, main
+from lm.data.fetch import extract_members, fetch_url
 
 TIMEOUT = 3.0  # seconds; everything is local
 
@@ -185,7 +185,7 @@ GSM = "openai/grade-school-math/master/grade_school_math/data"
 
 
 def publish_book(site: Site) -> None:
-    """Everything fetch_all needs, at the original paths."""
+    """Everything download_all needs, at the original paths."""
     site.put("data/brown", gz(lines(BROWN)))
     site.put("data/news", news_tar([reg("news/README", b"not needed\n"), link("news/alias", "train.txt")]))
     site.put(EMOTION_PATH, gz(jsonl(emotion_rows())))
@@ -195,13 +195,13 @@ def publish_book(site: Site) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# download(): one URL to one file
+# fetch_url(): one URL to one file
 # --------------------------------------------------------------------------------------------
 
 def test_download_streams_verifies_and_returns_digest(site, tmp_path):
     data = site.put("blob.bin", random.Random(0).randbytes(3 * fetch.CHUNK + 123))  # several chunks
     dest = tmp_path / "out" / "blob.bin"
-    digest = download(f"{site.url}/blob.bin", dest, sha256=sha(data), timeout=TIMEOUT)
+    digest = fetch_url(f"{site.url}/blob.bin", dest, sha256=sha(data), timeout=TIMEOUT)
     assert digest == sha(data)
     assert dest.read_bytes() == data
     assert leftovers(dest.parent) == [] and sorted(p.name for p in dest.parent.iterdir()) == ["blob.bin"]
@@ -211,11 +211,11 @@ def test_checksum_mismatch_is_an_error_and_leaves_old_file_alone(site, tmp_path)
     site.put("f.txt", b"served bytes\n")
     dest = tmp_path / "out" / "f.txt"
     with pytest.raises(ChecksumError, match="sha256 mismatch"):
-        download(f"{site.url}/f.txt", dest, sha256="0" * 64, timeout=TIMEOUT)
+        fetch_url(f"{site.url}/f.txt", dest, sha256="0" * 64, timeout=TIMEOUT)
     assert list(dest.parent.iterdir()) == []          # no file, no temp file
     dest.write_bytes(b"old\n")
     with pytest.raises(ChecksumError):
-        download(f"{site.url}/f.txt", dest, sha256="0" * 64, timeout=TIMEOUT)
+        fetch_url(f"{site.url}/f.txt", dest, sha256="0" * 64, timeout=TIMEOUT)
     assert dest.read_bytes() == b"old\n" and leftovers(dest.parent) == []
 
 
@@ -224,7 +224,7 @@ def test_interrupted_transfer_leaves_no_partial_file(site, tmp_path):
     site.truncate("big.bin")
     dest = tmp_path / "out" / "big.bin"
     with pytest.raises(DownloadError, match=r"interrupted: got 5120 of 11240 bytes"):
-        download(f"{site.url}/big.bin", dest, timeout=TIMEOUT)
+        fetch_url(f"{site.url}/big.bin", dest, timeout=TIMEOUT)
     assert list(dest.parent.iterdir()) == []
 
 
@@ -238,14 +238,14 @@ def test_ctrl_c_leaves_no_partial_file(site, tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "Progress", Interrupting)
     dest = tmp_path / "out" / "big.bin"
     with pytest.raises(KeyboardInterrupt):
-        download(f"{site.url}/big.bin", dest, timeout=TIMEOUT)
+        fetch_url(f"{site.url}/big.bin", dest, timeout=TIMEOUT)
     assert list(dest.parent.iterdir()) == []
 
 
 def test_http_404_is_a_clear_error(site, tmp_path):
     url = f"{site.url}/data/nothing-here"
     with pytest.raises(DownloadError) as e:
-        download(url, tmp_path / "out" / "x", timeout=TIMEOUT)
+        fetch_url(url, tmp_path / "out" / "x", timeout=TIMEOUT)
     assert "HTTP 404" in str(e.value) and url in str(e.value)
     assert "--data-dir" not in str(e.value)            # reachable host: not the offline message
     assert list((tmp_path / "out").iterdir()) == []
@@ -254,10 +254,10 @@ def test_http_404_is_a_clear_error(site, tmp_path):
 def test_connection_refused_names_url_and_data_dir(tmp_path, cache):
     base = closed_port_url()
     with pytest.raises(DownloadError) as e:
-        download(f"{base}/data/brown", tmp_path / "out" / "brown", timeout=TIMEOUT)
+        fetch_url(f"{base}/data/brown", tmp_path / "out" / "brown", timeout=TIMEOUT)
     assert f"{base}/data/brown" in str(e.value) and "--data-dir" in str(e.value) and "../shared/data" in str(e.value)
     with pytest.raises(DownloadError, match="--data-dir"):
-        fetch_dataset("brown", cache, base_url=base, timeout=TIMEOUT)
+        download_dataset("brown", cache, base_url=base, timeout=TIMEOUT)
     assert no_files(cache / "brown") and leftovers(cache) == []
 
 
@@ -267,7 +267,7 @@ def test_connection_refused_names_url_and_data_dir(tmp_path, cache):
 
 def test_brown_end_to_end_and_manifest(site, cache):
     served = site.put("data/brown", gz(lines(BROWN)))
-    root = fetch_dataset("brown", cache, base_url=site.url, timeout=TIMEOUT)
+    root = download_dataset("brown", cache, base_url=site.url, timeout=TIMEOUT)
     assert root == cache and resolve_data_dir(root) == cache
     assert load_split(root, "brown", "train") == BROWN
     manifest = json.loads((cache / "manifest.json").read_text())
@@ -280,7 +280,7 @@ def test_brown_end_to_end_and_manifest(site, cache):
 def test_news_end_to_end_valid_is_test(site, cache):
     site.put("data/news", news_tar([reg("news/README", b"not needed\n"), link("news/alias", "train.txt"),
                                     reg("./other/big.txt", b"x\n")]))
-    root = fetch_dataset("news", cache, base_url=site.url, timeout=TIMEOUT)
+    root = download_dataset("news", cache, base_url=site.url, timeout=TIMEOUT)
     assert load_split(root, "news", "train") == NEWS_TRAIN
     assert load_split(root, "news", "valid") == NEWS_TEST
     assert load_split(root, "news", "test") == NEWS_TEST
@@ -292,7 +292,7 @@ def test_news_end_to_end_valid_is_test(site, cache):
 def test_emotion_end_to_end_follows_the_books_protocol(site, cache):
     rows = emotion_rows(50)
     site.put(EMOTION_PATH, gz(jsonl(rows)))
-    root = fetch_dataset("emotion", cache, base_url=site.url, timeout=TIMEOUT)
+    root = download_dataset("emotion", cache, base_url=site.url, timeout=TIMEOUT)
     # the book, literally: random.seed(42); random.shuffle(data); int(len * 0.9)
     state = random.getstate()
     try:
@@ -314,7 +314,7 @@ def test_emotion_bad_label_is_refused_naming_the_line(site, cache, bad, line):
     rows[line - 1]["label"] = bad
     site.put(EMOTION_PATH, gz(jsonl(rows)))
     with pytest.raises(DataError) as e:
-        fetch_dataset("emotion", cache, base_url=site.url, timeout=TIMEOUT)
+        download_dataset("emotion", cache, base_url=site.url, timeout=TIMEOUT)
     assert e.value.line == line and "unknown emotion label" in str(e.value) and EMOTION_PATH in str(e.value)
     assert no_files(cache / "emotion") and leftovers(cache) == []
 
@@ -323,8 +323,8 @@ def test_instruct_and_gsm8k_end_to_end(site, cache):
     site.put("data/instruct", jsonl(INSTRUCT))
     site.put(f"{GSM}/train.jsonl", jsonl(GSM8K_TRAIN))
     site.put(f"{GSM}/test.jsonl", jsonl(GSM8K_TEST))
-    fetch_dataset("instruct", cache, base_url=site.url, timeout=TIMEOUT)
-    fetch_dataset("gsm8k", cache, base_url=site.url, timeout=TIMEOUT)
+    download_dataset("instruct", cache, base_url=site.url, timeout=TIMEOUT)
+    download_dataset("gsm8k", cache, base_url=site.url, timeout=TIMEOUT)
     assert [(e.instruction, e.solution) for e in load_split(cache, "instruct", "train")] == \
         [(r["instruction"], r["solution"]) for r in INSTRUCT]
     assert [e.final for e in load_split(cache, "gsm8k", "train")] == ["7", "999"]
@@ -336,7 +336,7 @@ def test_bad_gsm8k_answer_is_refused(site, cache):
     site.put(f"{GSM}/train.jsonl", jsonl([{"question": "q", "answer": "no final number"}]))
     site.put(f"{GSM}/test.jsonl", jsonl(GSM8K_TEST))
     with pytest.raises(DataError, match="####") as e:
-        fetch_dataset("gsm8k", cache, base_url=site.url, timeout=TIMEOUT)
+        download_dataset("gsm8k", cache, base_url=site.url, timeout=TIMEOUT)
     assert e.value.line == 1 and f"{GSM}/train.jsonl" in str(e.value)
     assert no_files(cache / "gsm8k") and leftovers(cache) == []
 
@@ -344,7 +344,7 @@ def test_bad_gsm8k_answer_is_refused(site, cache):
 def test_corrupt_gzip_is_refused(site, cache):
     site.put("data/brown", gz(lines(BROWN * 50))[:-30])   # cut off: a truncated gzip stream
     with pytest.raises(DataError, match="cannot decompress"):
-        fetch_dataset("brown", cache, base_url=site.url, timeout=TIMEOUT)
+        download_dataset("brown", cache, base_url=site.url, timeout=TIMEOUT)
     assert no_files(cache / "brown") and leftovers(cache) == []
 
 
@@ -352,7 +352,7 @@ def test_interrupted_dataset_download_leaves_nothing(site, cache):
     site.put("data/brown", gz(lines(BROWN * 100)))
     site.truncate("data/brown")
     with pytest.raises(DownloadError, match="interrupted"):
-        fetch_dataset("brown", cache, base_url=site.url, timeout=TIMEOUT)
+        download_dataset("brown", cache, base_url=site.url, timeout=TIMEOUT)
     assert no_files(cache / "brown") and leftovers(cache) == []
     assert not (cache / "manifest.json").exists()      # nothing recorded for a failed download
 
@@ -360,24 +360,24 @@ def test_interrupted_dataset_download_leaves_nothing(site, cache):
 def test_fetch_all_then_cached_without_network(site, cache, monkeypatch):
     publish_book(site)
     monkeypatch.setenv("LM_DATA_BASE_URL", site.url)   # the environment variable path
-    root = fetch_all(cache, timeout=TIMEOUT)
+    root = download_all(cache, timeout=TIMEOUT)
     for rel in ("brown/brown.txt", "news/train.txt", "news/valid.txt", "news/test.txt", "emotion/train.jsonl",
                 "emotion/valid.jsonl", "instruct/instruct.jsonl", "gsm8k/train.jsonl", "gsm8k/test.jsonl"):
         assert (root / rel).is_file(), rel
     assert len(json.loads((cache / "manifest.json").read_text())["files"]) == 6
     # a second call finds everything in place and does not touch the network at all
     monkeypatch.setenv("LM_DATA_BASE_URL", closed_port_url())
-    assert fetch_all(cache, timeout=TIMEOUT) == cache
+    assert download_all(cache, timeout=TIMEOUT) == cache
 
 
 def test_manifest_catches_a_later_tampered_file(site, cache):
     served = site.put("data/instruct", jsonl(INSTRUCT))
-    fetch_dataset("instruct", cache, base_url=site.url, timeout=TIMEOUT)
+    download_dataset("instruct", cache, base_url=site.url, timeout=TIMEOUT)
     url = "https://www.thelmbook.com/data/instruct"
     assert json.loads((cache / "manifest.json").read_text())["files"][url]["sha256"] == sha(served)
     site.put("data/instruct", jsonl(INSTRUCT + [{"instruction": "evil", "solution": "payload"}]))
     with pytest.raises(ChecksumError, match="manifest") as e:
-        fetch_dataset("instruct", cache, base_url=site.url, force=True, timeout=TIMEOUT)
+        download_dataset("instruct", cache, base_url=site.url, force=True, timeout=TIMEOUT)
     assert sha(served) in str(e.value)
     assert (cache / "instruct/instruct.jsonl").read_bytes() == served   # the good copy is untouched
     assert json.loads((cache / "manifest.json").read_text())["files"][url]["sha256"] == sha(served)
@@ -386,7 +386,7 @@ def test_manifest_catches_a_later_tampered_file(site, cache):
 
 def test_unknown_dataset_lists_known(cache):
     with pytest.raises(ConfigError, match="brown, news, emotion, instruct, gsm8k"):
-        fetch_dataset("imagenet", cache)
+        download_dataset("imagenet", cache)
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
@@ -438,7 +438,7 @@ def test_unsafe_tar_is_refused_and_nothing_written(tmp_path, case, reason):
 def test_unsafe_tar_through_fetch_dataset(site, cache, tmp_path):
     site.put("data/news", news_tar([reg("../escape.txt", b"evil\n")]))
     with pytest.raises(UnsafeArchiveError, match="'..'"):
-        fetch_dataset("news", cache, base_url=site.url, timeout=TIMEOUT)
+        download_dataset("news", cache, base_url=site.url, timeout=TIMEOUT)
     assert no_files(cache / "news")
     assert not (tmp_path / "escape.txt").exists() and not (cache.parent / "escape.txt").exists()
     assert leftovers(cache) == []
@@ -483,7 +483,7 @@ def _publish_gpt2(site: Site, name: str, vocab: bytes = b'{"!": 0}', merges: byt
 
 def test_fetch_gpt2_gets_the_four_files(site, cache):
     files = _publish_gpt2(site, "gpt2-medium")
-    folder = fetch_gpt2("gpt2-medium", cache, base_url=site.url, timeout=TIMEOUT)
+    folder = download_gpt2("gpt2-medium", cache, base_url=site.url, timeout=TIMEOUT)
     assert folder == cache / "gpt2" / "gpt2-medium"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
     recorded = json.loads((cache / "manifest.json").read_text())["files"]
@@ -495,7 +495,7 @@ def test_fetch_gpt2_gets_the_four_files(site, cache):
 def test_fetch_gpt2_checks_the_known_tokenizer_digest(site, cache):
     _publish_gpt2(site, "gpt2")   # fake vocab.json: differs from the official file's known sha256
     with pytest.raises(ChecksumError, match="vocab.json"):
-        fetch_gpt2("gpt2", cache, base_url=site.url, timeout=TIMEOUT)
+        download_gpt2("gpt2", cache, base_url=site.url, timeout=TIMEOUT)
     assert not (cache / "gpt2/gpt2/vocab.json").exists() and leftovers(cache) == []
 
 
@@ -503,14 +503,14 @@ def test_fetch_gpt2_checks_the_known_tokenizer_digest(site, cache):
 def test_fetch_gpt2_with_the_official_tokenizer_files(site, cache):
     files = _publish_gpt2(site, "gpt2", (SHARED_GPT2 / "vocab.json").read_bytes(),
                           (SHARED_GPT2 / "merges.txt").read_bytes())
-    folder = fetch_gpt2("gpt2", cache, base_url=site.url, timeout=TIMEOUT)
+    folder = download_gpt2("gpt2", cache, base_url=site.url, timeout=TIMEOUT)
     assert sha((folder / "vocab.json").read_bytes()) == dl.GPT2_SHA256[("gpt2", "vocab.json")]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
 
 
 def test_fetch_gpt2_unknown_name_lists_known(cache):
     with pytest.raises(ConfigError, match="gpt2, gpt2-medium, gpt2-large, gpt2-xl"):
-        fetch_gpt2("gpt3", cache)
+        download_gpt2("gpt3", cache)
 
 
 # --------------------------------------------------------------------------------------------

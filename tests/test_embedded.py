@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from lm.data import EMBEDDED_DIR, EMOTION_LABELS, load_split
-from lm.data import embedded, toy_tasks
-from lm.data.toyworld import CAPITALS, EMOTION_CUES, JOB, LEAVES, TOWN, build_world
+from lm.data.loaders import EMBEDDED_DIR, EMOTION_LABELS, load_split
+from lm.data.toy import build as embedded
+from lm.data.toy import tasks as toy_tasks
+from lm.data.toy import text as toy_text
+from lm.data.toy.world import CAPITALS, EMOTION_CUES, JOB, LEAVES, TOWN, build_world
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def _jsonl(root: Path, rel: str) -> list[dict]:
 
 def test_regenerated_tree_is_byte_identical_to_committed_data(tree):
     new, old = _files(tree), _files(EMBEDDED_DIR)
-    assert sorted(new) == sorted(old), "files missing or extra in data/: rerun python -m lm.data.embedded"
+    assert sorted(new) == sorted(old), "files missing or extra in data/: rerun python -m lm.data.toy.build"
     changed = [rel for rel in new if new[rel] != old[rel]]
     assert changed == [], f"data/ differs from the generator in {changed}"
 
@@ -165,7 +167,7 @@ def test_emotion_noise_and_best_accuracy_match_meta(tree):
     meta = json.loads((tree / "emotion/meta.json").read_text())
     for k, (split, n) in enumerate((("train", 4000), ("valid", 500), ("test", 500))):
         rows = _jsonl(tree, f"emotion/{split}.jsonl")
-        clean, flipped0 = embedded.emotion_split(embedded.SEED + 20 + k, n, noise=0.0)
+        clean, flipped0 = toy_tasks.emotion_split(embedded.SEED + 20 + k, n, noise=0.0)
         assert flipped0 == 0 and [r["text"] for r in clean] == [r["text"] for r in rows]
         flips = sum(a["label"] != b["label"] for a, b in zip(clean, rows))
         m = meta["splits"][split]
@@ -265,5 +267,5 @@ def test_each_abstract_uses_words_of_its_leaf_topic_only(tree):
 
 
 def test_render_news_turns_brown_tokens_into_raw_text():
-    assert embedded.render_news("`` We bake more pies , '' said Alys Crane .") == '"We bake more pies," said Alys Crane.'
-    assert embedded.render_news("Where is it ? asked Tomas") == "Where is it? asked Tomas"
+    assert toy_text.render_news("`` We bake more pies , '' said Alys Crane .") == '"We bake more pies," said Alys Crane.'
+    assert toy_text.render_news("Where is it ? asked Tomas") == "Where is it? asked Tomas"

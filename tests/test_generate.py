@@ -1,4 +1,5 @@
-"""Generation: the reference greedy continuation, cache == no cache, batched == one by one, stops, streaming."""
+"""Generation, the one path of every LM: the reference greedy continuation, and for the chapter 3 RNN,
+the chapter 4 decoder and GPT-2 alike: cache == no cache, batched left-padded == one by one; stops, streaming."""
 from __future__ import annotations
 
 import json
@@ -7,20 +8,30 @@ import pytest
 import torch
 
 from conftest import SHARED_FIXTURES, needs_fixtures
-from lm.generate import generate, generate_text, left_pad
-from lm.gpt2 import GPT2, GPT2Config
-from lm.sampling import SamplingConfig
-from lm.utils import ConfigError
+from lm.errors import ConfigError
+from lm.inference.generate import generate, generate_text, left_pad
+from lm.inference.sampling import SamplingConfig
+from lm.models.gpt2 import GPT2, GPT2Config
+from lm.models.rnn import RecurrentLanguageModel, RNNConfig
+from lm.models.transformer import DecoderConfig, DecoderLanguageModel
+
+KINDS = ["gpt2", "decoder", "rnn"]
 
 
-def lively_model(seed: int = 0) -> GPT2:
-    """A random GPT-2 with large weights, so greedy continuations vary instead of repeating one token."""
+def lively_model(seed: int = 0, kind: str = "gpt2") -> torch.nn.Module:
+    """A random model with large weights, so greedy continuations vary instead of repeating one token."""
     torch.manual_seed(seed)
-    model = GPT2(GPT2Config(vocab_size=61, n_positions=48, n_embd=32, n_layer=2, n_head=4, eos_token_id=60))
+    if kind == "gpt2":
+        model = GPT2(GPT2Config(vocab_size=61, n_positions=48, n_embd=32, n_layer=2, n_head=4, eos_token_id=60))
+        std = 0.35
+    elif kind == "decoder":
+        model, std = DecoderLanguageModel(DecoderConfig(vocab_size=61, emb_dim=32, num_heads=4, num_blocks=2)), 0.3
+    else:
+        model, std = RecurrentLanguageModel(RNNConfig(vocab_size=61, emb_dim=32, num_layers=2)), 0.5
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() == 2:
-                p.normal_(0, 0.35)
+                p.normal_(0, std)
     return model.eval()
 
 
@@ -36,28 +47,46 @@ def test_greedy_matches_reference_continuation():
     assert out.tolist() == ref["greedy_20"]
 
 
-def test_cached_equals_uncached_greedy():
-    model = lively_model()
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_equals_uncached_greedy(kind):
+    model = lively_model(0, kind)
     a = generate(model, PROMPTS, 25)
     b = generate(model, PROMPTS, 25, use_cache=False)
     assert torch.equal(a, b)
     assert len(set(a[0, 7:].tolist())) > 3                     # the continuation is not one repeated token
 
 
-def test_cached_logits_equal_full_forward():
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_logits_equal_full_forward(kind):
     """Feeding tokens one at a time through the cache gives the full forward pass's logits."""
-    model = lively_model()
+    model = lively_model(0, kind)
     ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
     with torch.no_grad():
         full = model(ids)                                       # (1, 8, V)
-        cache = model.new_kv_cache(1, 8)
-        first = model(ids[:, :3], kv_cache=cache)               # prefill 3 tokens
-        steps = [model(ids[:, t:t + 1], kv_cache=cache) for t in range(3, 8)]
-    torch.testing.assert_close(torch.cat([first] + steps, dim=1), full, atol=1e-5, rtol=0)
+        cache = model.new_cache(1, 8)
+        first = model(ids[:, :3], cache=cache)                  # prefill 3 tokens
+        steps = [model(ids[:, t:t + 1], cache=cache) for t in range(3, 8)]
+    assert cache.length == 8
+    scale = float(full.abs().max())                             # float32 rounding, relative to the logits' size
+    torch.testing.assert_close(torch.cat([first] + steps, dim=1), full, atol=1e-6 * scale, rtol=0)
 
 
-def test_batched_left_padded_equals_one_by_one():
-    model = lively_model(1)
+@pytest.mark.parametrize("kind", KINDS)
+def test_left_padded_forward_equals_unpadded(kind):
+    """A left-padded row with its mask gives the unpadded row's logits on its real tokens."""
+    model = lively_model(2, kind)
+    real = torch.tensor([[5, 6, 7, 8, 9]])
+    padded = torch.cat([torch.full((1, 3), 11), real], dim=1)
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        want = model(real)
+        torch.testing.assert_close(model(padded, attention_mask=mask)[:, 3:], want,
+                                   atol=1e-6 * float(want.abs().max()), rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_left_padded_equals_one_by_one(kind):
+    model = lively_model(1, kind)
     batched = generate(model, PROMPTS, 20)
     T = max(len(p) for p in PROMPTS)
     for i, p in enumerate(PROMPTS):
@@ -66,9 +95,10 @@ def test_batched_left_padded_equals_one_by_one():
         assert batched[i, T - len(p):T].tolist() == p
 
 
-def test_batched_sampling_equals_one_by_one_distribution():
-    """With the same generator seed, a batch of identical prompts samples like rows drawn separately."""
-    model = lively_model()
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_sampling_equals_one_by_one_distribution(kind):
+    """With the same generator seed, cached sampling draws what uncached sampling draws."""
+    model = lively_model(0, kind)
     cfg = SamplingConfig(temperature=0.9, top_k=20, top_p=0.95, repetition_penalty=1.3)
     g = torch.Generator().manual_seed(0)
     a = generate(model, [[1, 2, 3]], 12, sampling=cfg, generator=g)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from conftest import SHARED_FIXTURES, needs_fixtures
-from lm.checkpoint import CheckpointError, load_safetensors, save_safetensors
-from lm.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
+from lm.errors import ConfigError, CheckpointError
+from lm.checkpoints.safetensors import load_safetensors, save_safetensors
+from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
 
 TINY = dict(vocab_size=97, n_positions=32, n_embd=16, n_layer=2, n_head=2)
 
@@ -136,7 +137,6 @@ def test_bad_config_is_refused(tmp_path):
 
 
 def test_sequence_longer_than_positions_is_refused():
-    from lm.utils import ConfigError
     with pytest.raises(ConfigError, match="n_positions=32"):
         tiny_model()(torch.zeros(1, 33, dtype=torch.long))
 
@@ -180,9 +180,8 @@ def _tiny_news(tmp_path):
 
 def test_gpt2_pretrain_stage_with_given_folder(tmp_path):
     """--gpt2 FOLDER: the stage loads those weights and tokenizer, measures perplexity and generates."""
-    from lm.gpt2_tokenizer import GPT2Tokenizer
-    from lm.stages import RunConfig
-    from lm.stages.gpt2_pretrain import run
+    from lm.tokenizers.gpt2 import GPT2Tokenizer
+    from lm.stages import RunConfig, run_stage
     data_dir, lines = _tiny_news(tmp_path)
     tok = GPT2Tokenizer.train(lines, 300)
     torch.manual_seed(0)
@@ -190,7 +189,8 @@ def test_gpt2_pretrain_stage_with_given_folder(tmp_path):
                             eos_token_id=tok.eot_id))
     model.save_pretrained(tmp_path / "m")
     tok.save(tmp_path / "m")
-    metrics = run(RunConfig(quick=True, gpt2=str(tmp_path / "m"), device="cpu"), data_dir, tmp_path / "out")
+    metrics = run_stage("gpt2_pretrain", RunConfig(quick=True, gpt2=str(tmp_path / "m"), device="cpu"), data_dir,
+                        tmp_path / "out")
     # an untrained model is close to uniform over the vocabulary
     assert 0.5 * tok.vocab_size < metrics["val_perplexity"] < 2 * tok.vocab_size
     assert set(metrics["samples"]["greedy"]) == {"Moscow", "New York", "The hurricane", "The President"}
@@ -200,13 +200,12 @@ def test_gpt2_pretrain_stage_with_given_folder(tmp_path):
 @pytest.mark.slow
 def test_gpt2_pretrain_stage_quick_on_embedded_data(tmp_path):
     """The whole quick stage on the embedded data: trains, reloads bit-identically, beats a unigram-ish model."""
-    from lm.data import EMBEDDED_DIR
-    from lm.stages import RunConfig
-    from lm.stages.gpt2_pretrain import run
+    from lm.data.loaders import EMBEDDED_DIR
+    from lm.stages import RunConfig, run_stage
     if not (EMBEDDED_DIR / "news" / "train.txt").is_file():
         pytest.skip("embedded data not generated")
-    metrics = run(RunConfig(quick=True, device="cpu"), EMBEDDED_DIR, tmp_path)
+    metrics = run_stage("gpt2_pretrain", RunConfig(quick=True, device="cpu"), EMBEDDED_DIR, tmp_path / "gpt2_pretrain")
     assert metrics["reload_identical"] is True
     assert metrics["val_perplexity"] < 100
-    back = GPT2.from_pretrained(tmp_path / "model")
+    back = GPT2.from_pretrained(tmp_path / "pretrained" / "gpt2")
     assert back.config.vocab_size == metrics["vocab_size"]

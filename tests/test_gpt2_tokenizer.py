@@ -7,12 +7,10 @@ import random
 import pytest
 from conftest import SHARED_GPT2, needs_gpt2_files
 
-from lm.bpe import reference_merges
-from lm.data import DataError
-from lm.gpt2_tokenizer import (EOT, GPT2Tokenizer, SpecialTokenError, bytes_to_unicode,
-                               to_byte_chars)
-from lm.pretokenize import pretokenize, pretokenize_reference
-from lm.utils import ConfigError
+from lm.errors import ConfigError, TokenizerFileError, SpecialTokenError
+from lm.tokenizers.bpe import reference_merges
+from lm.tokenizers.gpt2 import EOT, GPT2Tokenizer, bytes_to_unicode, to_byte_chars
+from lm.tokenizers.pretokenize import pretokenize, pretokenize_reference
 
 
 @pytest.fixture(scope="module")
@@ -254,16 +252,16 @@ def test_malformed_files(tmp_path, vocab_edit, merges, message):
     if vocab_edit:
         vocab_edit(vocab)
     _write_toy(tmp_path, vocab, merges)
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(TokenizerFileError, match=message):
         GPT2Tokenizer.from_dir(tmp_path)
 
 
 def test_missing_and_broken_files(tmp_path):
-    with pytest.raises(DataError, match="not a folder"):
+    with pytest.raises(TokenizerFileError, match="not a folder"):
         GPT2Tokenizer.from_dir(tmp_path / "nope")
-    with pytest.raises(DataError, match="no tokenizer files"):
+    with pytest.raises(TokenizerFileError, match="no tokenizer files"):
         GPT2Tokenizer.from_dir(tmp_path)
     (tmp_path / "vocab.json").write_text("{oops", encoding="utf-8")
     (tmp_path / "merges.txt").write_text("", encoding="utf-8")
-    with pytest.raises(DataError, match="not valid UTF-8 JSON"):
+    with pytest.raises(TokenizerFileError, match="not valid UTF-8 JSON"):
         GPT2Tokenizer.from_dir(tmp_path)

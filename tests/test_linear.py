@@ -1,10 +1,10 @@
-"""lm.linear: the oneDNN inference kernel computes what F.linear computes, and only when it may."""
+"""lm.models.fast_linear: the oneDNN inference kernel computes what F.linear computes, and only when it may."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lm.gpt2 import GPT2, GPT2Config
-from lm.linear import ONEDNN_AVAILABLE, Linear, linear, uses_onednn
+from lm.models.gpt2 import GPT2, GPT2Config
+from lm.models.fast_linear import ONEDNN_AVAILABLE, Linear, linear, uses_onednn
 
 ONEDNN = pytest.mark.skipif(not ONEDNN_AVAILABLE,
                             reason="this torch build has no oneDNN linear")
@@ -51,8 +51,8 @@ def test_kernel_choice():
 
 
 def test_without_onednn_everything_is_f_linear(monkeypatch):
-    import lm.linear
-    monkeypatch.setattr(lm.linear, "_ONEDNN_LINEAR", None)
+    import lm.models.fast_linear
+    monkeypatch.setattr(lm.models.fast_linear, "_ONEDNN_LINEAR", None)
     w, x = torch.randn(4, 3), torch.randn(2, 3)
     with torch.no_grad():
         assert not uses_onednn(x, w)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, needs_shared
 
-from lm.kneser_ney import KneserNeyLM, estimate_discounts
-from lm.ngram import (BookReferenceLM, CountLM, NGramCounts, NGramFileError, sample_index, tokenize)
+from lm.errors import LMError, ConfigError, NGramFileError
+from lm.ngram.kneser_ney import KneserNeyLM, estimate_discounts
+from lm.ngram.backoff import BookReferenceLM, CountLM, sample_index
+from lm.ngram.counts import NGramCounts, tokenize
 from lm.stages import RunConfig
-from lm.utils import ConfigError, LMError
 
 TINY = tokenize("The cat sat. The cat ran. The dog sat.")   # 12 tokens, V = 6
 # unigram counts: the 3, cat 2, sat 2, . 3, ran 1, dog 1;  T + V = 18
@@ -266,11 +267,11 @@ def test_unreadable_files_are_rejected(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def test_stage_on_a_small_corpus(tmp_path, random_corpus):
-    from lm.stages import count_lm
+    from lm.stages import run_stage
     (tmp_path / "data" / "brown").mkdir(parents=True)
     text = "\n".join(" ".join(random_corpus[i:i + 20]) + " ." for i in range(0, 4000, 20))
     (tmp_path / "data" / "brown" / "brown.txt").write_text(text)
-    m = count_lm.run(RunConfig(quick=True, quiet=True), tmp_path / "data", tmp_path / "out")
+    m = run_stage("count_lm", RunConfig(quick=True, quiet=True), tmp_path / "data", tmp_path / "out")
     tokens = tokenize(text)
     train, test = tokens[:int(len(tokens) * 0.9)], tokens[int(len(tokens) * 0.9):]
     counts = NGramCounts.build(train, 5)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lm.rnn import ElmanRNN, ElmanRNNUnit, RecurrentLanguageModel, initialize_weights
-from lm.utils import ConfigError
+from lm.errors import ConfigError
+from lm.models.rnn import ElmanRNN, ElmanRNNUnit, RecurrentLanguageModel, RNNConfig, initialize_weights
 
 
 def test_unit_matches_formula_on_hand_values():
@@ -25,7 +25,7 @@ def test_unit_matches_formula_on_hand_values():
 
 def test_shapes_and_book_initialisation():
     torch.manual_seed(0)
-    m = RecurrentLanguageModel(vocab_size=50, emb_dim=16, num_layers=3)
+    m = RecurrentLanguageModel(RNNConfig(vocab_size=50, emb_dim=16, num_layers=3))
     assert m(torch.zeros(4, 7, dtype=torch.long)).shape == (4, 7, 50)
     assert len(m.rnn.rnn_units) == 3
     bound = math.sqrt(6 / (16 + 16))  # Xavier-uniform bound of a (16, 16) matrix
@@ -43,7 +43,7 @@ def test_fast_stack_equals_book_loop_forward_and_gradient():
         for u in rnn.rnn_units:
             u.b.normal_()
     x = torch.randn(3, 9, 12, requires_grad=True)
-    fast = rnn(x)
+    fast, _ = rnn(x)
     ref = rnn.forward_reference(x)
     assert torch.allclose(fast, ref, atol=1e-5)
     g_fast = torch.autograd.grad(fast.square().sum(), [x, *rnn.parameters()])
@@ -55,7 +55,7 @@ def test_fast_stack_equals_book_loop_forward_and_gradient():
 def test_first_position_sees_only_its_own_token():
     # h_1 = tanh(x_1 Wh + b) in layer 1 (h_0 = 0), so logits at t=0 depend on token 0 alone.
     torch.manual_seed(2)
-    m = RecurrentLanguageModel(30, 8, 1)
+    m = RecurrentLanguageModel(RNNConfig(30, 8, 1))
     ids = torch.tensor([[3, 4, 5]])
     u = m.rnn.rnn_units[0]
     h = torch.tanh(m.embedding.weight[3] @ u.Wh + u.b)
@@ -64,7 +64,7 @@ def test_first_position_sees_only_its_own_token():
 
 def test_causal_future_tokens_never_change_earlier_logits():
     torch.manual_seed(3)
-    m = RecurrentLanguageModel(40, 16, 2)
+    m = RecurrentLanguageModel(RNNConfig(40, 16, 2))
     a = torch.randint(0, 40, (2, 10))
     b = a.clone()
     b[:, 6:] = torch.randint(0, 40, (2, 4))
@@ -74,7 +74,7 @@ def test_causal_future_tokens_never_change_earlier_logits():
 
 def test_reference_flag_gives_same_logits():
     torch.manual_seed(4)
-    m = RecurrentLanguageModel(25, 8, 2)
+    m = RecurrentLanguageModel(RNNConfig(25, 8, 2))
     ids = torch.randint(0, 25, (2, 6))
     fast = m(ids)
     m.reference = True
@@ -83,7 +83,7 @@ def test_reference_flag_gives_same_logits():
 
 def test_tiny_batch_overfits():
     torch.manual_seed(5)
-    m = RecurrentLanguageModel(20, 32, 2)
+    m = RecurrentLanguageModel(RNNConfig(20, 32, 2))
     ids = torch.randint(0, 20, (4, 9))
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     for _ in range(150):
@@ -99,6 +99,6 @@ def test_bad_configs_raise_clear_errors():
     with pytest.raises(ConfigError, match="num_layers"):
         ElmanRNN(8, 0)
     with pytest.raises(ConfigError, match="vocab_size"):
-        RecurrentLanguageModel(0, 8, 1)
+        RecurrentLanguageModel(RNNConfig(0, 8, 1))
     with pytest.raises(ConfigError, match="batch, time"):
-        RecurrentLanguageModel(10, 8, 1)(torch.zeros(5, dtype=torch.long))
+        RecurrentLanguageModel(RNNConfig(10, 8, 1))(torch.zeros(5, dtype=torch.long))

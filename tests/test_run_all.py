@@ -6,6 +6,7 @@ import types
 import pytest
 
 from conftest import REPO
+import lm.stages
 from lm.stages import STAGE_NAMES
 
 spec = importlib.util.spec_from_file_location("run_all", REPO / "run_all.py")
@@ -43,7 +44,7 @@ def test_bad_data_dir_is_a_clear_error(tmp_path, capsys):
 
 def test_failing_stage_is_reported_and_others_run(tmp_path, monkeypatch, capsys):
     real = run_all.load_stage
-    broken = types.SimpleNamespace(run=lambda cfg, d, o: 1 / 0)
+    broken = types.SimpleNamespace(run=lambda cfg, s, d, o: 1 / 0, Settings=lambda: None)
 
     def fake(name):
         if name == "embedding_vs_linear":
@@ -52,6 +53,7 @@ def test_failing_stage_is_reported_and_others_run(tmp_path, monkeypatch, capsys)
             return None  # not implemented yet
         return real(name)
     monkeypatch.setattr(run_all, "load_stage", fake)
+    monkeypatch.setattr(lm.stages, "load_stage", fake)
     rc = run_all.main(["--only", "quadratic_loss,embedding_vs_linear,bpe", "--out", str(tmp_path), "--quiet"])
     assert rc == 1
     s = json.loads((tmp_path / "summary.json").read_text())["stages"]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lm.sampling import (SamplingConfig, SamplingError, process_logits, sample_next, sample_token,
-                         token_counts, token_probabilities)
+from lm.errors import SamplingError
+from lm.inference.sampling import (SamplingConfig, process_logits, sample_next, sample_token, token_counts, token_probabilities)
 
 VOCAB = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog"]   # the book's example
 LOGITS = np.array([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -1.5])

@@ -7,9 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lm.transformer import (DecoderLanguageModel, MultiHeadAttention, ReferenceMultiHeadAttention, RMSNorm,
-                            rope)
-from lm.utils import ConfigError
+from lm.errors import ConfigError
+from lm.models.transformer import (DecoderConfig, DecoderLanguageModel, MultiHeadAttention, ReferenceMultiHeadAttention, RMSNorm, rope)
 
 
 def test_rmsnorm_matches_its_formula():
@@ -54,7 +53,7 @@ def test_rope_dot_product_depends_only_on_relative_position():
 
 
 def test_shapes_and_untied_output():
-    m = DecoderLanguageModel(vocab_size=60, emb_dim=32, num_heads=4, num_blocks=3)
+    m = DecoderLanguageModel(DecoderConfig(vocab_size=60, emb_dim=32, num_heads=4, num_blocks=3))
     assert m(torch.zeros(2, 7, dtype=torch.long)).shape == (2, 7, 60)
     assert len(m.layers) == 3 and m.output.shape == (32, 60)
     assert m.output.data_ptr() != m.embedding.weight.data_ptr()
@@ -67,7 +66,7 @@ def test_shapes_and_untied_output():
 @pytest.mark.parametrize("attention", ["fast", "reference"])
 def test_causal_future_tokens_never_change_earlier_logits(attention):
     torch.manual_seed(2)
-    m = DecoderLanguageModel(50, 32, 4, 2, attention=attention)
+    m = DecoderLanguageModel(DecoderConfig(50, 32, 4, 2, attention=attention))
     a = torch.randint(0, 50, (2, 12))
     b = a.clone()
     b[:, 7:] = torch.randint(0, 50, (2, 5))
@@ -91,7 +90,7 @@ def test_fast_attention_equals_literal_attention():
 
 def test_fast_model_equals_literal_model_forward_and_gradient():
     torch.manual_seed(4)
-    ref = DecoderLanguageModel(40, 32, 4, 2, attention="reference")
+    ref = DecoderLanguageModel(DecoderConfig(40, 32, 4, 2, attention="reference"))
     fast = ref.converted("fast")
     ids = torch.randint(0, 40, (2, 9))
     lr, lf = ref(ids), fast(ids)
@@ -107,7 +106,7 @@ def test_padding_mask_left_padded_equals_unpadded(attention):
     # RoPE scores depend only on relative positions, so a left-padded row whose padding is masked
     # gives the same logits on its real tokens as the same tokens without padding.
     torch.manual_seed(5)
-    m = DecoderLanguageModel(30, 16, 2, 2, attention=attention)
+    m = DecoderLanguageModel(DecoderConfig(30, 16, 2, 2, attention=attention))
     real = torch.randint(1, 30, (1, 6))
     padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), real], dim=1)
     mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1]])
@@ -117,7 +116,7 @@ def test_padding_mask_left_padded_equals_unpadded(attention):
 
 def test_tiny_batch_overfits():
     torch.manual_seed(6)
-    m = DecoderLanguageModel(20, 32, 4, 2)
+    m = DecoderLanguageModel(DecoderConfig(20, 32, 4, 2))
     ids = torch.randint(0, 20, (4, 9))
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     for _ in range(120):
@@ -130,10 +129,10 @@ def test_tiny_batch_overfits():
 
 def test_bad_configs_raise_clear_errors():
     with pytest.raises(ConfigError, match="num_heads=3 must divide emb_dim=32"):
-        DecoderLanguageModel(10, 32, 3, 1)
+        DecoderLanguageModel(DecoderConfig(10, 32, 3, 1))
     with pytest.raises(ConfigError, match="odd"):
-        DecoderLanguageModel(10, 24, 8, 1)  # head width 3
+        DecoderLanguageModel(DecoderConfig(10, 24, 8, 1))  # head width 3
     with pytest.raises(ConfigError, match="even head width"):
         rope(torch.zeros(1, 4, 5))
     with pytest.raises(ConfigError, match="attention"):
-        DecoderLanguageModel(10, 32, 4, 1, attention="flash")
+        DecoderLanguageModel(DecoderConfig(10, 32, 4, 1, attention="flash"))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lm.utils import (ConfigError, MetricsLogger, Progress, atomic_open, atomic_write_json, choose_device,
-                      seed_everything)
+from lm.errors import ConfigError
+from lm.utils import MetricsLogger, Progress, atomic_open, atomic_write_json, choose_device, seed_everything
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

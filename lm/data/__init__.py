@@ -1,17 +1,7 @@
-"""Data layer: the one layout, typed loaders, the embedded toy-world generator and downloads.
+"""Layer 0, data (book: every chapter's datasets): the one layout, its loaders, downloads, toy data.
 
-    from lm.data import resolve_data_dir, load_split, DataError
+- `loaders.py`: the layout of a data dir, the one line reader, typed loaders, the book's shuffle/split;
+- `fetch.py`: the transport (streamed, checksummed, atomic fetch of one URL; safe tar reading);
+- `download.py`: the book's datasets, GSM8K and GPT-2 files into a cache in the same layout;
+- `toy/`: the deterministic generator of the embedded data in `data/`.
 """
-from lm.data.loaders import (
-    EMBEDDED_DIR, EMOTION_LABELS, LAYOUT, OPTIONAL, Abstract, DataError, EmotionExample,
-    GSM8KExample, InstructExample, Topic, book_shuffle, book_split, data_file, load_abstracts,
-    load_emotion, load_gsm8k, load_instruct, load_iptc, load_split, optional_file, read_jsonl,
-    read_lines, read_text, resolve_data_dir,
-)
-
-__all__ = [
-    "EMBEDDED_DIR", "EMOTION_LABELS", "LAYOUT", "OPTIONAL", "Abstract", "DataError", "EmotionExample",
-    "GSM8KExample", "InstructExample", "Topic", "book_shuffle", "book_split", "data_file", "load_abstracts",
-    "load_emotion", "load_gsm8k", "load_instruct", "load_iptc", "load_split", "optional_file", "read_jsonl",
-    "read_lines", "read_text", "resolve_data_dir",
-]

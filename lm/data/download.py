@@ -26,12 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lm.data.fetch import (DEFAULT_TIMEOUT, default_cache_dir, extract_members, fetch_file, with_base,
-                           write_text_file)
-from lm.data.loaders import (
-    EMOTION_LABELS, DataError, book_shuffle, book_split, load_gsm8k, load_instruct, read_jsonl,
-)
-from lm.utils import ConfigError, LMError, atomic_open, atomic_path, say
+from lm.errors import LMError, ConfigError, DataError
+from lm.data.fetch import (DEFAULT_TIMEOUT, default_cache_dir, extract_members, fetch_file, with_base, write_text_file)
+from lm.data.loaders import EMOTION_LABELS, book_shuffle, book_split, load_gsm8k, load_instruct, read_jsonl
+from lm.utils import atomic_open, atomic_path, say
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,7 +151,7 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def fetch_dataset(name: str, cache_dir: str | os.PathLike | None = None, base_url: str | None = None,
+def download_dataset(name: str, cache_dir: str | os.PathLike | None = None, base_url: str | None = None,
                   force: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """Download dataset `name` into the cache in the data/ layout; return the cache (a data dir).
 
@@ -161,7 +159,7 @@ def fetch_dataset(name: str, cache_dir: str | os.PathLike | None = None, base_ur
     $LM_DATA_BASE_URL) replaces the host of every URL, e.g. a mirror or a test server.
     Raw downloads live in <cache>/.downloads/ only while they are turned into layout files.
 
-    >>> fetch_dataset("brown")           # doctest: +SKIP
+    >>> download_dataset("brown")           # doctest: +SKIP
     PosixPath('/home/me/.cache/lm')
     """
     if name not in SOURCES:
@@ -191,12 +189,12 @@ def fetch_dataset(name: str, cache_dir: str | os.PathLike | None = None, base_ur
     return root
 
 
-def fetch_all(cache_dir: str | os.PathLike | None = None, base_url: str | None = None,
+def download_all(cache_dir: str | os.PathLike | None = None, base_url: str | None = None,
               force: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """Every dataset of SOURCES (arxiv and iptc have no download: copy them from a data dir)."""
     root = None
     for name in SOURCES:
-        root = fetch_dataset(name, cache_dir, base_url, force, timeout)
+        root = download_dataset(name, cache_dir, base_url, force, timeout)
     return root
 
 
@@ -219,7 +217,7 @@ def gpt2_url(name: str, filename: str) -> str:
     return f"{HUB}/openai-community/{name}/resolve/main/{filename}"
 
 
-def fetch_gpt2(name: str, cache_dir: str | os.PathLike | None = None, base_url: str | None = None,
+def download_gpt2(name: str, cache_dir: str | os.PathLike | None = None, base_url: str | None = None,
                force: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """config.json, model.safetensors, vocab.json, merges.txt of hub repo openai-community/<name>
     -> <cache>/gpt2/<name>/ (files already there are kept); returns that folder.
@@ -247,7 +245,7 @@ def gpt2_folder(name_or_path: str, cache_dir: str | os.PathLike | None = None,
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    return fetch_gpt2(name_or_path, cache_dir, base_url)
+    return download_gpt2(name_or_path, cache_dir, base_url)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache).expanduser() if args.cache else default_cache_dir()
     try:
         for name in names:
-            fetch_dataset(name, cache, args.base_url, args.force, args.timeout)
-        folder = fetch_gpt2(args.gpt2, cache, args.base_url, args.force, args.timeout) if args.gpt2 else None
+            download_dataset(name, cache, args.base_url, args.force, args.timeout)
+        folder = download_gpt2(args.gpt2, cache, args.base_url, args.force, args.timeout) if args.gpt2 else None
     except (LMError, KeyboardInterrupt) as e:
         print(f"error: {e}" if isinstance(e, LMError) else "interrupted; no partial file was kept", file=sys.stderr)
         return 1

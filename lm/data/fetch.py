@@ -1,7 +1,7 @@
 """Fetching one file safely: streamed, checksummed, atomic; and reading archives without trusting them.
 
 The transport under `lm.data.download` (which knows the datasets). Standard library only:
-  1. `download()` streams the response into a temporary file beside the destination, hashing
+  1. `fetch_url()` streams the response into a temporary file beside the destination, hashing
      (sha256) while it writes, and checks the byte count against Content-Length;
   2. `fetch_file()` checks the digest against the one we know, else against the one
      `manifest.json` in the cache recorded at the first download (trust on first use);
@@ -29,28 +29,12 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from lm.data.loaders import DataError
-from lm.utils import LMError, Progress, atomic_open, atomic_path, atomic_write_json, say
+from lm.errors import DataError, DownloadError, ChecksumError, UnsafeArchiveError
+from lm.utils import Progress, atomic_open, atomic_path, atomic_write_json, no_duplicate_keys, say
 
 CHUNK = 1 << 20          # bytes read per step while streaming
 DEFAULT_TIMEOUT = 60.0   # seconds a socket may stay silent before we give up
 USER_AGENT = "lm-study-code (python urllib)"
-
-
-class DownloadError(LMError):
-    """A download (or what we made of it) failed. `str(e)` names the URL or file and the problem."""
-
-    def __init__(self, source: str, problem: str):
-        self.source, self.problem = str(source), problem
-        super().__init__(f"{self.source}: {problem}")
-
-
-class ChecksumError(DownloadError):
-    """The downloaded bytes do not have the expected sha256."""
-
-
-class UnsafeArchiveError(DownloadError):
-    """A tar archive holds a member we refuse to touch (absolute path, '..', escaping link, device)."""
 
 
 def default_cache_dir() -> Path:
@@ -69,7 +53,7 @@ def _offline_hint(url: str, reason: object) -> str:
             f"use --data-dir with a local copy of the data instead (e.g. --data-dir ../shared/data)")
 
 
-def download(url: str, dest: str | os.PathLike, sha256: str | None = None,
+def fetch_url(url: str, dest: str | os.PathLike, sha256: str | None = None,
              timeout: float = DEFAULT_TIMEOUT, desc: str | None = None) -> str:
     """Stream `url` to `dest` and return the sha256 (hex) of its bytes.
 
@@ -78,7 +62,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None,
     Only a complete, verified file is renamed to `dest`; on any error the temporary file is
     removed and `dest` is left as it was.
 
-    >>> download("https://www.thelmbook.com/data/instruct", "/tmp/instruct.jsonl")  # doctest: +SKIP
+    >>> fetch_url("https://www.thelmbook.com/data/instruct", "/tmp/instruct.jsonl")  # doctest: +SKIP
     '3f1c...'
     """
     dest = Path(dest)
@@ -150,8 +134,8 @@ def read_manifest(cache_dir: Path) -> dict:
     if not path.is_file():
         return {"version": 1, "files": {}}
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        manifest = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DataError(path, f"unreadable manifest ({e}); delete it to start afresh") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise DataError(path, 'manifest must be a JSON object with a "files" object; delete it to start afresh')
@@ -183,7 +167,7 @@ def fetch_file(url: str, dest: Path, cache_dir: Path, sha256: str | None = None,
     expected = sha256 or recorded
     say(f"downloading {source}")
     try:
-        actual = download(source, dest, expected, timeout=timeout, desc=dest.name)
+        actual = fetch_url(source, dest, expected, timeout=timeout, desc=dest.name)
     except ChecksumError as e:
         where = ("the digest this program knows" if sha256 else
                  f"the digest recorded in {manifest_path(cache_dir)} when it was first downloaded")

@@ -11,8 +11,8 @@ One layout serves the embedded toy data (`data/` in this repository), the real d
     arxiv/abstracts.jsonl           {"id", "title", "abstract"} (document labelling)
     iptc/mediatopic.tsv             qcode level path definition is_leaf (the label taxonomy)
 
-Every loader reads the whole file, checks it and returns typed records. A bad file raises one
-`DataError` that names the file, the line and the problem.
+Every loader reads the file through the one line reader (`numbered_lines`), checks it and returns
+typed records. A bad file raises one `DataError` that names the file, the line and the problem.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from lm.utils import LMError
+from lm.errors import DataError
+from lm.utils import no_duplicate_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_DIR = REPO_ROOT / "data"
@@ -41,15 +42,6 @@ LAYOUT = {
     "iptc": ["iptc/mediatopic.tsv"],
 }
 OPTIONAL = ["emotion/test.jsonl", "gsm8k/test.jsonl", "news/test.txt"]
-
-
-class DataError(LMError):
-    """A data file is missing or malformed. `str(e)` names the file, the line and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None):
-        self.path, self.problem, self.line = str(path), problem, line
-        where = f"{self.path}, line {line}" if line is not None else self.path
-        super().__init__(f"{where}: {problem}")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -97,14 +89,50 @@ def _read_text(path: Path) -> str:
         raise DataError(path, f"not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})", line) from None
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Non-empty lines of a UTF-8 text file, stripped of the newline. Empty file -> DataError.
+def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """The one line reader: (line number, line without its newline) for every line of a UTF-8 file.
 
-    Used for `brown/brown.txt` and `news/*.txt` (one sentence per line).
+    Streams one line at a time, so a corpus larger than memory is fine. A missing, unreadable or
+    non-UTF-8 file raises DataError naming the file (and the line, for bad bytes).
     """
     path = Path(path)
-    lines = [ln.rstrip("\r") for ln in _read_text(path).split("\n")]
-    lines = [ln for ln in lines if ln.strip()]
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(path, "missing file") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read: {e.strerror}") from None
+    with f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            except UnicodeDecodeError as e:
+                raise DataError(path, f"not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})",
+                                lineno) from None
+
+
+def iter_lines(path: str | os.PathLike, preprocess: Callable[[str], str] | None = None,
+               max_lines: int | None = None) -> Iterator[str]:
+    """The non-empty lines of a text file, stripped, optionally preprocessed; at most `max_lines`.
+
+    Used for the one-sentence-per-line corpora (`brown/brown.txt`, `news/*.txt`).
+    """
+    if max_lines is not None and max_lines <= 0:
+        return
+    n = 0
+    for _, line in numbered_lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        yield preprocess(line) if preprocess else line
+        n += 1
+        if max_lines is not None and n >= max_lines:
+            return
+
+
+def read_lines(path: str | os.PathLike, max_lines: int | None = None) -> list[str]:
+    """`iter_lines` as a list; an empty file is a DataError."""
+    lines = list(iter_lines(path, max_lines=max_lines))
     if not lines:
         raise DataError(path, "file is empty")
     return lines
@@ -123,13 +151,15 @@ def read_jsonl(path: str | os.PathLike, fields: Sequence[str]) -> list[dict[str,
     """Records of a JSONL file; each must be an object with string values for `fields`."""
     path = Path(path)
     records = []
-    for i, line in enumerate(_read_text(path).split("\n"), start=1):
+    for i, line in numbered_lines(path):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=no_duplicate_keys)
         except json.JSONDecodeError as e:
             raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", i) from None
+        except ValueError as e:   # a key given twice
+            raise DataError(path, f"malformed JSON ({e})", i) from None
         if not isinstance(obj, dict):
             raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", i)
         for f in fields:
@@ -234,17 +264,18 @@ IPTC_COLUMNS = ["qcode", "level", "path", "definition", "is_leaf"]
 def load_iptc(path: str | os.PathLike) -> list[Topic]:
     """The taxonomy TSV (header `qcode level path definition is_leaf`) -> topics."""
     path = Path(path)
-    lines = _read_text(path).split("\n")
-    if not lines or not lines[0].strip():
+    lines = numbered_lines(path)
+    first = next(lines, (1, ""))[1]
+    if not first.strip():
         raise DataError(path, "file is empty")
-    header = lines[0].rstrip("\r").split("\t")
+    header = first.split("\t")
     if header != IPTC_COLUMNS:
         raise DataError(path, f"header must be {' '.join(IPTC_COLUMNS)} (tab-separated), got {header}", 1)
     topics = []
-    for i, line in enumerate(lines[1:], start=2):
+    for i, line in lines:
         if not line.strip():
             continue
-        cols = line.rstrip("\r").split("\t")
+        cols = line.split("\t")
         if len(cols) != 5:
             raise DataError(path, f"expected 5 tab-separated columns, got {len(cols)}", i)
         qcode, level, tpath, definition, leaf = cols

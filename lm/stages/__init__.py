@@ -1,16 +1,32 @@
-"""Stages: one small module per run_all.py stage, in book order.
+"""Stages: one small module per run_all.py stage, in book order (the glue of layer 5).
 
-Each `lm/stages/<name>.py` defines
+Every `lm/stages/<name>.py` follows one template:
 
-    def run(cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict   # metrics
+    @dataclass
+    class Settings:                                   # the stage's sizes, --quick and --full side by side
+        steps: int = quick_full(500, 2_500)           # what it is
+        ...
 
-and may define `KEY_METRICS = [...]`, the metric names run_all.py shows in its table.
-A stage whose module does not exist yet is reported as `not implemented` and skipped.
-Stages are thin glue: pick data, tokenizer, model and algorithm, return metrics.
+    KEY_METRICS = ["val_perplexity", ...]             # shown in run_all.py's table
+
+    def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:   # metrics
+        ...
+
+run_all.py picks the quick or full values (`settings_for`), creates `out_dir`, seeds everything,
+calls `run`, and writes the metrics it returns to `out_dir/summary.json` and the run's summary.
+A stage whose module does not exist yet is reported as `not implemented` and skipped. Stages are
+thin glue: pick data, tokenizer, model and algorithm, return metrics. A stage that needs the
+small pretrained GPT-2 gets its folder from `lm.stages.common.pretrained_gpt2(cfg)`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from lm.utils import seed_everything, write_summary
 
 # The book's programs, in book order. These names are fixed: scripts outside the project use them.
 STAGE_NAMES = [
@@ -27,3 +43,58 @@ class RunConfig:
     device: str | None = None    # "cpu", "cuda", "mps" or None for the best available
     quiet: bool = False          # no progress bars or per-stage chatter
     gpt2: str | None = None      # folder with real GPT-2 weights (HF layout), or a hub name to download
+    run_dir: Path | None = None  # the run's out dir (stages write into run_dir/<stage>); shared caches live here
+
+
+def quick_full(quick: Any, full: Any):
+    """A Settings field with its --quick value (the default) and its --full value side by side.
+
+    >>> @dataclass
+    ... class Settings:
+    ...     steps: int = quick_full(500, 2_500)   # optimizer steps
+    >>> settings_for(Settings, quick=False).steps
+    2500
+    """
+    if isinstance(quick, (list, dict, set)):
+        return field(default_factory=lambda: type(quick)(quick), metadata={"full": full})
+    return field(default=quick, metadata={"full": full})
+
+
+def settings_for(cls, quick: bool):
+    """An instance of the stage's `Settings` with its quick or its full values."""
+    if quick:
+        return cls()
+    values = {}
+    for f in fields(cls):
+        if "full" in f.metadata:
+            full = f.metadata["full"]
+            values[f.name] = type(full)(full) if isinstance(full, (list, dict, set)) else full
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise TypeError(f"{cls.__qualname__}.{f.name} has neither a default nor quick_full values")
+    return cls(**values)
+
+
+def load_stage(name: str) -> ModuleType | None:
+    """The stage's module, or None if it is not implemented yet."""
+    try:
+        return importlib.import_module(f"lm.stages.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"lm.stages.{name}":
+            return None
+        raise
+
+
+def run_stage(name: str, cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict:
+    """Run one stage the way run_all.py does: seed, pick its settings, make `out_dir`, run, and
+    write the metrics to `out_dir/summary.json`. Returns the metrics."""
+    module = load_stage(name)
+    if module is None:
+        raise NotImplementedError(f"stage {name} is not implemented")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.run_dir is None:
+        cfg = RunConfig(**{**vars(cfg), "run_dir": out_dir.parent})
+    seed_everything(cfg.seed)
+    metrics = module.run(cfg, settings_for(module.Settings, cfg.quick), Path(data_dir), out_dir)
+    write_summary(out_dir, metrics)
+    return metrics

@@ -12,35 +12,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm.bpe import BPETokenizer
-from lm.data import data_file, read_lines
-from lm.gpt2_tokenizer import GPT2Tokenizer
-from lm.stages import RunConfig
-from lm.utils import atomic_write_json, say
+from lm.data.loaders import data_file, read_lines
+from lm.stages import RunConfig, quick_full
+from lm.tokenizers.bpe import BPETokenizer
+from lm.tokenizers.gpt2 import GPT2Tokenizer
+from lm.utils import say
 
 BOOK_SENTENCE = "Let's proceed to the language modeling part."
 KEY_METRICS = ["vocab_size", "chars_per_token", "train_seconds"]
 
 
 @dataclass
-class BPEStageConfig:
-    max_words: int | None = 500_000   # training words (the book's max_corpus_size); None = all
-    vocab_size: int = 5_000           # target vocabulary, counted as the book counts it
-    bytelevel_lines: int | None = 20_000  # lines for the byte-level tokenizer; None = all
-    bytelevel_vocab_size: int = 5_000     # its vocabulary (256 bytes + merges + <|endoftext|>)
+class Settings:
+    # The book's own sizes take about a second, so --quick keeps them; --full uses every word.
+    max_words: int | None = quick_full(500_000, None)         # training words (the book's max_corpus_size)
+    vocab_size: int = quick_full(5_000, 5_000)                # target vocabulary, counted as the book counts it
+    bytelevel_lines: int | None = quick_full(20_000, None)    # lines for the byte-level tokenizer (None: all)
+    bytelevel_vocab_size: int = quick_full(5_000, 5_000)      # its vocabulary (256 bytes + merges + <|endoftext|>)
 
 
-def stage_config(quick: bool) -> BPEStageConfig:
-    # The book's own sizes take about a second, so quick mode keeps them; --full uses every word.
-    if quick:
-        return BPEStageConfig()
-    return BPEStageConfig(max_words=None, bytelevel_lines=None)
-
-
-def run(cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sc = stage_config(cfg.quick)
+def run(cfg: RunConfig, sc: Settings, data_dir: Path, out_dir: Path) -> dict:
     train_lines = read_lines(data_file(data_dir, "news/train.txt"))
     valid_text = "\n".join(read_lines(data_file(data_dir, "news/valid.txt")))
     words = [w for line in train_lines for w in line.split()]
@@ -77,5 +68,4 @@ def run(cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict:
         "bytelevel_round_trip": btok.decode(bids) == valid_text,   # byte-level BPE loses nothing
         "book_sentence_bytelevel_tokens": [btok.decode([i]) for i in btok.encode(BOOK_SENTENCE)],
     }
-    atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -8,24 +8,32 @@ book's literal dict-of-dicts code and checks it gives the same perplexity.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lm.data import book_split, data_file, read_text
-from lm.kneser_ney import KneserNeyLM
-from lm.ngram import BookReferenceLM, CountLM, NGramCounts, tokenize
-from lm.stages import RunConfig
-from lm.utils import LMError, atomic_write_json, say
+from lm.errors import LMError
+from lm.data.loaders import book_split, data_file, read_text
+from lm.ngram.kneser_ney import KneserNeyLM
+from lm.ngram.backoff import BookReferenceLM, CountLM
+from lm.ngram.counts import NGramCounts, tokenize
+from lm.stages import RunConfig, quick_full
+from lm.utils import atomic_write_json, say
 
 KEY_METRICS = ["n", "perplexity_book", "perplexity_kn"]
 CONTEXTS = ["i will build a", "the best place to", "she was riding a"]   # the book's examples
 NEW_TOKENS = 10                                                            # as in the book
 
 
-def run(cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n = 5
+@dataclass
+class Settings:
+    n: int = quick_full(5, 5)                           # the book's order (counting Brown takes a second)
+    book_reference: bool = quick_full(False, True)      # also run the book's literal dict-of-dicts code
+
+
+def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
+    n = s.n
     tokens = tokenize(read_text(data_file(data_dir, "brown/brown.txt")))
     train, test = book_split(tokens, 0.9)
     if len(train) < n or not test:
@@ -83,7 +91,7 @@ def run(cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict:
         "kn_discounts": [[round(d, 4) for d in kn.D[k][1:]] for k in range(1, n + 1)],
         "build_seconds": round(build_s, 3), "model_file": path.name, "generations": generations,
     }
-    if not cfg.quick:
+    if s.book_reference:
         t0 = time.perf_counter()
         ref = BookReferenceLM(n)
         ref.train(train)

@@ -1,17 +1,18 @@
 """Stage decoder_lm (book, chapter 4): the decoder transformer language model on the news corpus.
 
-Trains `lm.transformer.DecoderLanguageModel` (embedding 128, 2 blocks, 8 heads, RoPE, RMSNorm)
-with the same engine, data, tokenizer and token budget as stage rnn_lm, so the two validation
-perplexities compare directly.
+Trains `lm.models.transformer.DecoderLanguageModel` (embedding 128, 2 blocks, 8 heads, RoPE,
+RMSNorm) with the same engine, data, tokenizer, settings and token budget as stage rnn_lm, so
+the two validation perplexities compare directly.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from lm.news_lm import news_lm_stage
+from lm.stages import RunConfig
+from lm.stages.rnn_lm import Settings, train_stage
 
 KEY_METRICS = ["val_perplexity", "tokens", "tokens_per_s"]
 
 
-def run(cfg, data_dir: Path, out_dir: Path) -> dict:
-    return news_lm_stage("transformer", cfg, data_dir, out_dir)
+def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
+    return train_stage("transformer", cfg, s, data_dir, out_dir)

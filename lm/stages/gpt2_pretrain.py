@@ -1,48 +1,90 @@
 """Stage gpt2_pretrain (chapter 5): a small GPT-2 trained here, so chapter 5 needs no download.
 
-1. train a byte-level BPE (GPT-2's tokenizer algorithm) on the data dir's news corpus;
-2. pretrain `lm.gpt2.GPT2` with the engine (`lm.train`) on the packed token stream, each
-   sentence ended by `<|endoftext|>`;
-3. `save_pretrained` it (config.json + model.safetensors, the Hugging Face layout) with the
-   tokenizer files (vocab.json + merges.txt) into OUT/gpt2_pretrain/model, load it back with
-   `from_pretrained`, and check the reloaded model gives bit-identical logits;
-4. continue the book's prompts with `lm.generate` (KV cache): greedy and nucleus sampling.
+1. `pretrained_gpt2` trains a byte-level BPE (GPT-2's tokenizer algorithm) and a small GPT-2 on
+   the data dir's news corpus (`lm.training.pretrain.pretrain_gpt2`), saves them as a Hugging Face
+   folder, loads it back and checks the logits are bit-identical;
+2. this stage measures the model's validation perplexity and continues the book's prompts
+   through the one generation path (KV cache): greedy and nucleus sampling.
 
 With `--gpt2 FOLDER` (a Hugging Face GPT-2 folder) or `--gpt2 gpt2` (downloaded into the cache
-when online) the stage loads those weights and tokenizer instead of training, and measures
-their perplexity on the same validation sentences.
+when online) nothing is trained: the stage measures those weights on the same validation text.
 
---quick: 20,000 sentences, a 2,000-token vocabulary, a 2-layer 128-wide GPT-2, 250 steps of
-32 x 64 tokens (about 1 minute on 2 CPU cores). --full: the whole corpus, an 8,000-token
-vocabulary, 4 layers x 256 wide, a 5 M-token budget.
+`pretrained_gpt2(cfg, data_dir)` is the one way a stage gets the small GPT-2: the `--gpt2` folder,
+or the model trained once per run and cached in `RUN/pretrained/gpt2`.
 """
 from __future__ import annotations
 
-import time
+import json
+import shutil
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
-from lm.data import data_file
+from lm.errors import ConfigError
 from lm.data.download import gpt2_folder
-from lm.generate import generate_text
-from lm.gpt2 import GPT2, GPT2Config
-from lm.gpt2_tokenizer import GPT2Tokenizer
-from lm.lm_data import PackedExamples, encode_lines, iter_lines
-from lm.news_lm import BOOK_CONTEXTS
-from lm.sampling import SamplingConfig
-from lm.train import TrainConfig, evaluate, iter_batches, train
-from lm.utils import LMError, atomic_write_json, choose_device, say
+from lm.inference.generate import generate_text
+from lm.inference.sampling import SamplingConfig
+from lm.models.gpt2 import GPT2
+from lm.stages import RunConfig, quick_full, settings_for
+from lm.tokenizers.gpt2 import GPT2Tokenizer
+from lm.training.pretrain import BOOK_CONTEXTS, GPT2PretrainConfig, evaluate_gpt2, pretrain_gpt2, read_news
+from lm.utils import choose_device, say, seed_everything
 
 KEY_METRICS = ["val_perplexity", "parameters", "reload_identical"]
 
 
-def _settings(quick: bool) -> dict:
-    if quick:
-        return dict(train_lines=20_000, valid_lines=2_000, vocab_size=2000, n_embd=128, n_layer=2, n_head=4,
-                    context=64, steps=250, max_tokens=None, batch=32, eval_batches=20)
-    return dict(train_lines=None, valid_lines=None, vocab_size=8000, n_embd=256, n_layer=4, n_head=8,
-                context=128, steps=None, max_tokens=5_000_000, batch=32, eval_batches=None)
+@dataclass
+class Settings:
+    # the model trained here (--quick: about a minute on 2 CPU cores; --full: sized for real news)
+    train_lines: int | None = quick_full(20_000, None)    # sentences of news/train.txt (None: all)
+    valid_lines: int | None = quick_full(2_000, None)     # sentences of news/valid.txt (None: all)
+    vocab_size: int = quick_full(2000, 8000)              # byte-level BPE vocabulary
+    n_embd: int = quick_full(128, 256)                    # model width
+    n_layer: int = quick_full(2, 4)                       # blocks
+    n_head: int = quick_full(4, 8)                        # attention heads
+    context: int = quick_full(64, 128)                    # tokens per training window
+    steps: int | None = quick_full(250, None)             # optimizer steps (None: from max_tokens)
+    max_tokens: int | None = quick_full(None, 5_000_000)  # token budget when steps is None
+    batch: int = quick_full(32, 32)                       # windows per step (and per evaluation batch)
+    eval_batches: int | None = quick_full(20, None)       # validation batches (None: all)
+    warmup_steps: int = quick_full(20, 200)               # linear warm-up steps
+    eval_interval: int = quick_full(0, 500)               # steps between evaluations (0: at the end)
+    checkpoint_interval: int = quick_full(0, 1000)        # steps between training checkpoints
+    # real GPT-2 weights (--gpt2): a 124M+ model on a CPU is measured on a few thousand tokens
+    real_context: int = quick_full(128, 512)              # window for measuring real weights
+    real_batch: int = quick_full(8, 8)                    # windows per evaluation batch
+    real_eval_batches: int | None = quick_full(4, None)   # batches (None: all)
+
+
+def pretrain_config(s: Settings) -> GPT2PretrainConfig:
+    """The pretraining fields of the stage's settings."""
+    names = {f.name for f in fields(GPT2PretrainConfig)}
+    return GPT2PretrainConfig(**{k: v for k, v in vars(s).items() if k in names})
+
+
+def pretrained_gpt2(cfg: RunConfig, data_dir: Path) -> Path:
+    """The folder of the GPT-2 the chapter 5 stages start from (Hugging Face layout + tokenizer).
+
+    `--gpt2` given: that folder (a hub name is fetched into the download cache first). Otherwise
+    the small GPT-2 of this stage, trained on `data_dir`'s news corpus once per run and cached in
+    `RUN/pretrained/gpt2` (complete once `pretrain.json` is there; a half-trained folder is redone).
+    """
+    if cfg.gpt2:
+        return gpt2_folder(cfg.gpt2)
+    if cfg.run_dir is None:
+        raise ConfigError("pretrained_gpt2 needs RunConfig.run_dir (the run's out dir) to cache the model in")
+    folder = Path(cfg.run_dir) / "pretrained" / "gpt2"
+    if (folder / "pretrain.json").is_file():
+        return folder
+    partial = folder.with_name("gpt2.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    seed_everything(cfg.seed)
+    pretrain_gpt2(data_dir, partial, pretrain_config(settings_for(Settings, cfg.quick)), cfg.seed, cfg.device,
+                  work_dir=folder.with_name("gpt2_train"))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
 
 
 def samples(model: GPT2, tok, seed: int) -> dict:
@@ -56,69 +98,23 @@ def samples(model: GPT2, tok, seed: int) -> dict:
             "top_p_0.9": {p: p + t for p, t in zip(BOOK_CONTEXTS, sampled)}}
 
 
-def run(cfg, data_dir: Path, out_dir: Path) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    s = _settings(cfg.quick)
+def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     device = choose_device(cfg.device)
-    t0 = time.perf_counter()
-    train_lines = list(iter_lines(data_file(data_dir, "news/train.txt"), max_lines=s["train_lines"]))
-    valid_lines = list(iter_lines(data_file(data_dir, "news/valid.txt"), max_lines=s["valid_lines"]))
-    metrics: dict = {}
-
-    if cfg.gpt2:   # real GPT-2 weights: no training, just measure and generate
-        folder = gpt2_folder(cfg.gpt2)   # a folder as is, or a hub name fetched
-        tok = GPT2Tokenizer.from_dir(folder)
-        model = GPT2.from_pretrained(folder, device=device)
-        # a 124M+ model on a CPU: measure on a few thousand tokens in --quick
-        context = min(128 if cfg.quick else 512, model.config.n_positions)
-        s.update(batch=8, eval_batches=4 if cfg.quick else None)
-        metrics.update(source=str(folder))
+    folder = pretrained_gpt2(cfg, data_dir)
+    model = GPT2.from_pretrained(folder, device=device)
+    tok = GPT2Tokenizer.from_dir(folder)
+    if cfg.gpt2:   # real GPT-2 weights: nothing trained, just measure and generate
+        metrics: dict = {"source": str(folder)}
+        context, batch, eval_batches = min(s.real_context, model.config.n_positions), s.real_batch, s.real_eval_batches
     else:
-        say(f"gpt2_pretrain: training a {s['vocab_size']}-token byte-level BPE on {len(train_lines):,} sentences")
-        tok = GPT2Tokenizer.train(train_lines, s["vocab_size"])
-        context = s["context"]
-    tr_ids, _ = encode_lines(train_lines, tok, tok.eot_id)
-    va_ids, _ = encode_lines(valid_lines, tok, tok.eot_id)
-    prep_s = time.perf_counter() - t0
-    say(f"gpt2_pretrain: {len(tr_ids):,} train / {len(va_ids):,} valid tokens ({prep_s:.1f} s to prepare)")
-    val = PackedExamples(va_ids, context)
-
-    if not cfg.gpt2:
-        gcfg = GPT2Config(vocab_size=tok.vocab_size, n_positions=2 * context, n_embd=s["n_embd"],
-                          n_layer=s["n_layer"], n_head=s["n_head"], bos_token_id=tok.eot_id,
-                          eos_token_id=tok.eot_id, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
-        torch.manual_seed(cfg.seed)
-        model = GPT2(gcfg)
-        tcfg = TrainConfig(lr=2e-3, warmup_steps=20 if cfg.quick else 200, batch_size=s["batch"], context=context,
-                           max_steps=s["steps"], max_tokens=s["max_tokens"], eval_batches=s["eval_batches"],
-                           eval_interval=0 if cfg.quick else 500, checkpoint_interval=0 if cfg.quick else 1000,
-                           device=cfg.device, seed=cfg.seed)
-        train_metrics = train(model, PackedExamples(tr_ids, context), val, tcfg, out_dir / "train", desc="gpt2")
-        metrics.update({k: train_metrics.get(k) for k in ("steps", "tokens", "train_loss", "tokens_per_s")})
-
-        # Save in the Hugging Face layout, load back, and insist on identical logits.
-        folder = out_dir / "model"
-        model.eval()
-        model.save_pretrained(folder)
-        tok.save(folder)
-        reloaded = GPT2.from_pretrained(folder, device=device)
-        tok = GPT2Tokenizer.from_dir(folder)
-        probe = val.collate(list(range(min(4, len(val)))))["input_ids"].to(device)
-        with torch.no_grad():
-            diff = (reloaded(probe) - model(probe)).abs().max().item()
-        if diff != 0.0:
-            raise LMError(f"{folder}: the reloaded model's logits differ from the trained model's by {diff}")
-        metrics.update(reload_identical=True, model_dir=str(folder))
-        model = reloaded
-
-    ev = evaluate(model, iter_batches(val, s["batch"], s["eval_batches"]), device=device)
-    metrics.update(val_loss=round(ev["loss"], 4), val_perplexity=round(ev["perplexity"], 2),
-                   parameters=model.num_parameters(), vocab_size=tok.vocab_size, context=context,
-                   prep_seconds=round(prep_s, 2))
+        metrics = json.loads((folder / "pretrain.json").read_text(encoding="utf-8"))
+        metrics["model_dir"] = str(folder)
+        context, batch, eval_batches = s.context, s.batch, s.eval_batches
+    _, valid_lines = read_news(data_dir, 1, s.valid_lines)
+    metrics.update(evaluate_gpt2(model, tok, valid_lines, context, batch, eval_batches))
+    metrics.update(parameters=model.num_parameters(), vocab_size=tok.vocab_size, context=context)
     metrics["samples"] = samples(model, tok, cfg.seed)
     for kind, texts in metrics["samples"].items():
         for text in texts.values():
             say(f"  [{kind}] {text!r}")
-    atomic_write_json(out_dir / "summary.json", metrics)
     return metrics

@@ -1,18 +1,23 @@
 """Stage quadratic_loss (chapter 1.2): gradient descent on J(w, b) reaches the least-squares optimum."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from lm.quadratic_loss import GDConfig, closed_form, gradient_descent, loss, plot_descent
-from lm.stages import RunConfig
+from lm.basics.quadratic_loss import GDConfig, closed_form, gradient_descent, loss, plot_descent
+from lm.stages import RunConfig, quick_full
 from lm.utils import say
 
 KEY_METRICS = ["w", "b", "steps", "rel_error"]
 
 
-def run(cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    res = gradient_descent(GDConfig())
+@dataclass
+class Settings:
+    max_steps: int = quick_full(100_000, 100_000)   # gradient-descent steps at most (the book's 3 points need ~3,600)
+
+
+def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
+    res = gradient_descent(GDConfig(max_steps=s.max_steps))
     w_opt, b_opt = closed_form()
     rel = max(abs(res.w - w_opt) / abs(w_opt), abs(res.b - b_opt) / abs(b_opt))
     say(f"gradient descent: w={res.w:.6f} b={res.b:.4f} after {res.steps} steps (lr {res.lr:.4g} on x/100)")

@@ -7,19 +7,26 @@ and the total-variation distance between the two, beside the first five draws as
 Two extra demos show the penalties and `min_tokens_to_keep`; the batched torch processors are
 checked against the NumPy reference on every demo.
 
-If a GPT-2 is at hand (--gpt2 FOLDER, or the model stage gpt2_pretrain saved in the same run),
-each setting also continues one of the book's prompts with it, through `lm.generate`.
+Each setting also continues one of the book's prompts with the chapter 5 GPT-2 (the --gpt2 folder,
+or the small GPT-2 of this run, see `lm.stages.gpt2_pretrain.pretrained_gpt2`), through the one
+generation path.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lm.data.download import gpt2_folder
-from lm.sampling import SamplingConfig, SamplingError, process_logits, sample_token, token_counts, token_probabilities
-from lm.utils import LMError, atomic_write_json, say
+from lm.errors import SamplingError
+from lm.inference.generate import generate_text
+from lm.inference.sampling import (SamplingConfig, process_logits, sample_token, token_counts, token_probabilities)
+from lm.models.gpt2 import GPT2
+from lm.stages import RunConfig, quick_full
+from lm.stages.gpt2_pretrain import pretrained_gpt2
+from lm.tokenizers.gpt2 import GPT2Tokenizer
+from lm.utils import atomic_write_json, say
 
 KEY_METRICS = ["demos", "errors_caught", "max_tv_distance", "torch_vs_reference"]
 
@@ -74,30 +81,15 @@ def run_demo(params: dict, n: int, rng: np.random.Generator) -> dict:
     }
 
 
-def _find_model(cfg, out_dir: Path):
-    """A (model, tokenizer) to sample from, or None: --gpt2, else this run's gpt2_pretrain output."""
-    candidates = []
-    if cfg.gpt2:
-        try:
-            candidates.append(gpt2_folder(cfg.gpt2))
-        except LMError as e:
-            say(f"sampling: --gpt2 {cfg.gpt2} not usable here ({e}); skipping model samples")
-    candidates.append(out_dir.parent / "gpt2_pretrain" / "model")
-    for folder in candidates:
-        if (Path(folder) / "config.json").is_file():
-            try:
-                from lm.gpt2 import GPT2
-                from lm.gpt2_tokenizer import GPT2Tokenizer
-                return GPT2.from_pretrained(folder), GPT2Tokenizer.from_dir(folder), str(folder)
-            except (ImportError, LMError) as e:
-                say(f"sampling: cannot load {folder}: {e}")
-    return None
+@dataclass
+class Settings:
+    draws: int = quick_full(2_000, 20_000)      # draws per demo (the book draws 5)
+    model_prompt: str = quick_full("The President", "The President")   # prompt for the GPT-2 samples
+    model_tokens: int = quick_full(20, 20)      # new tokens per GPT-2 sample
 
 
-def run(cfg, data_dir: Path, out_dir: Path) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n = 2000 if cfg.quick else 20000
+def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
+    n = s.draws
     rng = np.random.default_rng(cfg.seed)
     say(f"vocabulary: {VOCABULARY}\nlogits: {LOGITS.tolist()}\n{n} draws per demo")
 
@@ -119,19 +111,16 @@ def run(cfg, data_dir: Path, out_dir: Path) -> dict:
             errors[label] = f"{type(e).__name__}: {e}"
         say(f"expected error ({label}): {errors[label]}")
 
-    model_samples = {}
-    found = _find_model(cfg, out_dir)
-    if found is not None:
-        from lm.generate import generate_text
-        model, tok, folder = found
-        prompt = "The President"
-        say(f"model samples from {folder}, prompt {prompt!r}:")
-        for i, (name, _, params) in enumerate(DEMOS[:6]):
-            g = torch.Generator().manual_seed(cfg.seed + i)
-            text = generate_text(model, tok, [prompt], 20, sampling=SamplingConfig(**params), generator=g,
-                                 stop_token_ids=[tok.eot_id] if tok.eot_id is not None else [])[0]
-            model_samples[name] = prompt + text
-            say(f"  {name:18s} {prompt + text!r}")
+    folder = pretrained_gpt2(cfg, data_dir)
+    model, tok = GPT2.from_pretrained(folder), GPT2Tokenizer.from_dir(folder)
+    prompt, model_samples = s.model_prompt, {}
+    say(f"model samples from {folder}, prompt {prompt!r}:")
+    for i, (name, _, params) in enumerate(DEMOS[:6]):
+        g = torch.Generator().manual_seed(cfg.seed + i)
+        text = generate_text(model, tok, [prompt], s.model_tokens, sampling=SamplingConfig(**params), generator=g,
+                             stop_token_ids=[tok.eot_id] if tok.eot_id is not None else [])[0]
+        model_samples[name] = prompt + text
+        say(f"  {name:18s} {prompt + text!r}")
 
     metrics = {
         "demos": len(demos),
@@ -143,7 +132,7 @@ def run(cfg, data_dir: Path, out_dir: Path) -> dict:
         "first_five": {k: d["first_five"] for k, d in demos.items()},
         "errors": errors,
     }
-    if model_samples:
-        metrics["model_samples"] = model_samples
+    metrics["model_samples"] = model_samples
+    metrics["model_dir"] = str(folder)
     atomic_write_json(out_dir / "demos.json", {"demos": demos, "errors": errors, "model_samples": model_samples})
     return metrics

@@ -1,9 +1,9 @@
 """Generate the embedded toy data in `data/`, deterministically, in the layout of the real data.
 
-    python -m lm.data.embedded               # rewrite the repository's data/
-    python -m lm.data.embedded --out /tmp/d  # write the same tree elsewhere
+    python -m lm.data.toy.build               # rewrite the repository's data/
+    python -m lm.data.toy.build --out /tmp/d  # write the same tree elsewhere
 
-Every file is written from the facts of one toy world (`lm.data.toyworld`): towns on rivers,
+Every file is written from the facts of one toy world (`lm.data.toy.world`): towns on rivers,
 80 people with a fixed home town, job and pet, market days, weather. Because the facts never
 change, words several positions back predict what comes next ("Dorrit Nutley , the brewer
 from Elmford , had a spotted goat named Bramble ."): that is what lets models with more context
@@ -11,7 +11,7 @@ win. Number agreement across relative clauses ("The boatmen of Gullhaven , who r
 about their ...")
 and "because ... therefore" sentences add more such dependencies.
 
-The sentences come from `lm.data.toy_text` (brown/, news/), the task rows from `lm.data.toy_tasks`
+The sentences come from `lm.data.toy.text` (brown/, news/), the task rows from `lm.data.toy.tasks`
 (emotion/, instruct/, gsm8k/, arxiv/, iptc/); this module puts them together, writes data/README.md
 and the files.
 
@@ -26,13 +26,10 @@ import json
 from pathlib import Path
 
 from lm.data.loaders import EMBEDDED_DIR, EMOTION_LABELS
-from lm.data.toyworld import CAPITALS, JOBS, SPECIES, TOWNS, World, build_world
-from lm.data.toy_tasks import abstracts, emotion_split, gsm8k_split, instruct_rows, taxonomy_rows
-from lm.data.toy_text import lm_corpus, render_news
+from lm.data.toy.world import CAPITALS, JOBS, SPECIES, TOWNS, World, build_world
+from lm.data.toy.tasks import abstracts, emotion_split, gsm8k_split, instruct_rows, taxonomy_rows
+from lm.data.toy.text import lm_corpus
 from lm.utils import atomic_write_bytes
-
-__all__ = ["SEED", "abstracts", "emotion_split", "generate", "gsm8k_split", "instruct_rows", "lm_corpus",
-           "main", "readme", "render_news", "taxonomy_rows", "write_tree"]
 
 SEED = 2024  # the one seed behind every file in data/
 SPECIES_NAMES = [s.name for s in SPECIES]
@@ -72,7 +69,7 @@ _FILE_NOTES = (  # (path, note), in the order of the README table
 def readme(world: World, files: dict[str, str], meta: dict) -> str:
     """The text of data/README.md."""
     out = ["# Embedded toy data", "",
-           "Written by `python -m lm.data.embedded` (seed %d) from an invented toy world; do not edit by" % SEED,
+           "Written by `python -m lm.data.toy.build` (seed %d) from an invented toy world; do not edit by" % SEED,
            "hand. `tests/test_embedded.py` regenerates the tree and checks it is byte-identical to this",
            "folder. The layout is that of the real data (`--data-dir ../shared/data`), so the two swap.", "",
            "| file | lines | words | bytes | what |", "|---|---:|---:|---:|---|"]
@@ -181,7 +178,7 @@ def write_tree(out_dir: str | Path, seed: int = SEED) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m lm.data.embedded",
+    ap = argparse.ArgumentParser(prog="python -m lm.data.toy.build",
                                  description="Write the embedded toy-world data tree (brown/, news/, emotion/, instruct/, "
                                              "gsm8k/, arxiv/, iptc/ and README.md), the same layout as the real data.")
     ap.add_argument("--out", default=str(EMBEDDED_DIR),

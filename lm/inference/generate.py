@@ -1,9 +1,16 @@
-"""Generating text with a decoder LM: a preallocated KV cache, batches with left padding, stops.
+"""Generating text: the one generation path of every neural LM here (chapters 3, 4, 5 and later).
 
 A language model predicts one token at a time. Without a cache, step n re-runs the whole
-sequence of length T+n through the model: quadratic work. With a KV cache, each layer keeps the
-keys and values it computed for earlier positions, so step n feeds only the newest token and
-attends over the stored ones: one pass over the weights per token.
+sequence of length T+n through the model: quadratic work. With a cache, step n feeds only the
+newest token: an attention model keeps the keys and values of earlier positions (a KV cache), an
+RNN keeps its hidden state. Either way, one pass over the weights per token.
+
+Every model implements one small protocol, which is all this module knows of it:
+
+    model.forward(input_ids, attention_mask=None, position_ids=None, cache=None, last_only=False)
+        -> logits (B, T, V); advances `cache` (which has a `.length`) by T positions
+    model.new_cache(batch, max_len) -> an empty cache
+    model.config.vocab_size; optional: n_positions (a length limit), pad/eos_token_id
 
 Batches: prompts of different lengths are padded on the *left*, so every row's next token goes
 into the same column. The attention mask hides the padding and position ids count only real
@@ -22,8 +29,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from lm.sampling import SamplingConfig, sample_next, token_counts
-from lm.utils import ConfigError
+from lm.inference.sampling import SamplingConfig, sample_next, token_counts
+from lm.errors import ConfigError
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +95,7 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor | Sequence[Sequence
         raise ConfigError(f"input_ids must be (batch, length) with length >= 1, got shape {tuple(input_ids.shape)}")
     B, T = input_ids.shape
     total = T + max_new_tokens
-    n_positions = getattr(cfg, "n_positions", None)
+    n_positions = getattr(cfg, "n_positions", None)   # None: no limit (RNN, RoPE decoder)
     if n_positions is not None and total > n_positions:
         raise ConfigError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) = {total} exceeds the model's "
                           f"n_positions={n_positions}")
@@ -106,14 +113,14 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor | Sequence[Sequence
                                           or sampling.frequency_penalty)
     counts = token_counts(out[:, :T], cfg.vocab_size, mask[:, :T]) if penalties else None  # (B, V)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    cache = model.new_kv_cache(B, total) if use_cache else None
+    cache = model.new_cache(B, total) if use_cache else None
 
     cur = T
     for step in range(max_new_tokens):
         if cache is not None:   # feed only what the cache has not seen yet: the prompt, then one token
             new = out[:, cache.length:cur]                                        # (B, T) then (B, 1)
             logits = model(new, attention_mask=mask[:, :cur] if padded else None,
-                           kv_cache=cache, last_only=True)                        # (B, 1, V)
+                           cache=cache, last_only=True)                        # (B, 1, V)
         else:
             logits = model(out[:, :cur], attention_mask=mask[:, :cur] if padded else None,
                            last_only=True)                                         # (B, 1, V)

@@ -18,8 +18,8 @@ checkpoint costs page-table entries, and bytes are read from disk only when used
 What the format cannot tell us: tensor bytes carry no checksum, so a flipped bit *inside the data*
 loads silently as a slightly different number. Only the length prefix and header can be verified.
 
-Also here: sharded checkpoints (`model.safetensors.index.json` + shards), and the older
-`pytorch_model.bin`, read with `torch.load(..., weights_only=True)` so no code in it runs.
+Hugging Face folders (sharded checkpoints, `pytorch_model.bin`, config.json, key layouts) are in
+`lm/checkpoints/hf.py`; this module is the file format alone.
 """
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ import os
 import struct
 import sys
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
-from lm.utils import LMError, atomic_open
+from lm.errors import CheckpointError
+from lm.utils import atomic_open, no_duplicate_keys
 
 # safetensors dtype name -> (torch dtype, bytes per element). Anything else is refused by name.
 DTYPES: dict[str, tuple[torch.dtype, int]] = {
@@ -45,37 +45,15 @@ DTYPES: dict[str, tuple[torch.dtype, int]] = {
 TORCH_TO_NAME = {dt: name for name, (dt, _) in DTYPES.items()}
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's limit too
 
-SAFETENSORS = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-TORCH_BIN = "pytorch_model.bin"
-TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
-
-
-class CheckpointError(LMError):
-    """A checkpoint file is missing, malformed or does not fit the model. Names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for is little-endian
-    raise ImportError("lm.checkpoint assumes a little-endian machine (safetensors data is little-endian)")
+    raise ImportError("lm.checkpoints.safetensors assumes a little-endian machine (safetensors data is little-endian)")
 
 
 # --------------------------------------------------------------------------------------------
 # safetensors: the header
 # --------------------------------------------------------------------------------------------
-
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    """json object_pairs_hook: a name given twice is an error, not 'the last one wins'."""
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate name {key!r} in the header")
-        out[key] = value
-    return out
-
 
 def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
@@ -100,7 +78,7 @@ def parse_header(path: str | os.PathLike, prefix: bytes, file_size: int) -> tupl
     if n < 2:
         raise CheckpointError(path, f"header length {n} is too short for a JSON object")
     try:
-        header = json.loads(prefix[8:8 + n].decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(prefix[8:8 + n].decode("utf-8"), object_pairs_hook=no_duplicate_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(path, f"header is not valid JSON: {e}") from None
     if not isinstance(header, dict):
@@ -234,85 +212,3 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
             t = tensors[name].detach().to("cpu").contiguous()
             if t.numel():
                 f.write(memoryview(t.view(-1).view(torch.uint8).numpy()))
-
-
-# --------------------------------------------------------------------------------------------
-# Sharded checkpoints, pytorch_model.bin, and "whatever is in this folder"
-# --------------------------------------------------------------------------------------------
-
-def _read_index(index_path: Path) -> dict[str, str]:
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(index_path, f"cannot read the shard index: {e}") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise CheckpointError(index_path, "no 'weight_map' object (tensor name -> shard file) in the index")
-    for name, shard in weight_map.items():
-        if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
-            raise CheckpointError(index_path, f"tensor {name!r}: shard {shard!r} must be a file name in this folder")
-    return weight_map
-
-
-def load_sharded(index_path: str | os.PathLike, load_one=load_safetensors) -> dict[str, torch.Tensor]:
-    """Load a sharded checkpoint: the index maps each tensor name to the shard file holding it."""
-    index_path = Path(index_path)
-    weight_map = _read_index(index_path)
-    out: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        shard_path = index_path.parent / shard
-        if not shard_path.is_file():
-            raise CheckpointError(index_path, f"shard {shard} listed in the index is missing")
-        tensors = load_one(shard_path)
-        listed = {n for n, s in weight_map.items() if s == shard}
-        if listed - set(tensors):
-            raise CheckpointError(shard_path, f"tensors listed in the index are not in this shard: "
-                                              f"{_names(listed - set(tensors))}")
-        if set(tensors) - listed:
-            raise CheckpointError(shard_path, f"tensors in this shard are not listed for it in the index: "
-                                              f"{_names(set(tensors) - listed)}")
-        out.update(tensors)
-    return out
-
-
-def load_torch_bin(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load `pytorch_model.bin` with `weights_only=True`: tensors and plain containers only, no code runs."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # torch raises many kinds (UnpicklingError, RuntimeError, EOFError, ...)
-        raise CheckpointError(path, f"cannot load with torch.load(weights_only=True): {type(e).__name__}: {e}") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise CheckpointError(path, "expected a dict of name -> tensor")
-    return state
-
-
-def checkpoint_file(folder: str | os.PathLike) -> Path:
-    """The weights file of a Hugging Face-style folder, in order of preference."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(folder, "checkpoint folder does not exist")
-    for name in (SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN, TORCH_BIN_INDEX):
-        if (folder / name).is_file():
-            return folder / name
-    raise CheckpointError(folder, f"no weights found (expected one of {SAFETENSORS}, {SAFETENSORS_INDEX}, "
-                                  f"{TORCH_BIN}, {TORCH_BIN_INDEX})")
-
-
-def load_folder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Path]:
-    """Every tensor of the checkpoint in `folder`, and the file it came from (for error messages)."""
-    path = checkpoint_file(folder)
-    if path.name == SAFETENSORS:
-        return load_safetensors(path), path
-    if path.name == SAFETENSORS_INDEX:
-        return load_sharded(path, load_safetensors), path
-    if path.name == TORCH_BIN:
-        return load_torch_bin(path), path
-    return load_sharded(path, load_torch_bin), path
-
-
-def _names(names: Iterable[str], limit: int = 8) -> str:
-    names = sorted(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")

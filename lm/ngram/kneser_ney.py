@@ -23,9 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from lm.ngram import sample_index
-from lm.ngram_counts import NGramCounts
-from lm.utils import ConfigError
+from lm.ngram.backoff import sample_index
+from lm.ngram.counts import NGramCounts
+from lm.errors import ConfigError
 
 
 def estimate_discounts(cnt: np.ndarray) -> tuple[float, float, float]:

@@ -6,7 +6,7 @@ of the 256 byte values to one printable character (`bytes_to_unicode`): printabl
 themselves and the rest to code points from 256 up; a space becomes `Ġ`, a newline `Ċ`.
 
 Encoding a text:
-1. pre-tokenize with GPT-2's pattern (`lm.pretokenize`): "Hello world" -> "Hello", " world";
+1. pre-tokenize with GPT-2's pattern (`lm.tokenizers.pretokenize`): "Hello world" -> "Hello", " world";
 2. map each piece's UTF-8 bytes to the byte characters;
 3. inside the piece, repeatedly merge the adjacent pair with the lowest rank (line number in
    `merges.txt`) until no pair has a rank;
@@ -33,18 +33,15 @@ from itertools import chain
 from pathlib import Path
 from typing import Collection, Iterable, Literal
 
-from lm.bpe import fast_merges, merge_by_rank
-from lm.data.loaders import DataError
-from lm.pretokenize import pretokenize
-from lm.utils import ConfigError, LMError, atomic_write_json, atomic_write_text
+from lm.errors import ConfigError, TokenizerFileError, SpecialTokenError
+from lm.tokenizers.bpe import merge_by_rank
+from lm.tokenizers.bpe_fast import fast_merges
+from lm.tokenizers.pretokenize import pretokenize
+from lm.utils import atomic_write_json, atomic_write_text, no_duplicate_keys
 
 EOT = "<|endoftext|>"
 FILE_NAMES = [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")]   # HF names, OpenAI names
 CACHE_LIMIT = 500_000          # pieces kept in the encode cache before it is cleared
-
-
-class SpecialTokenError(LMError, ValueError):
-    """The text contains a special token that the caller did not allow."""
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -126,54 +123,54 @@ class GPT2Tokenizer:
         """Load `vocab.json` + `merges.txt` (or `encoder.json` + `vocab.bpe`) from a folder."""
         folder = Path(path)
         if not folder.is_dir():
-            raise DataError(folder, "not a folder with GPT-2 tokenizer files")
+            raise TokenizerFileError(folder, "not a folder with GPT-2 tokenizer files")
         for vocab_name, merges_name in FILE_NAMES:
             if (folder / vocab_name).is_file() and (folder / merges_name).is_file():
                 return cls.from_files(folder / vocab_name, folder / merges_name)
-        raise DataError(folder, "no tokenizer files: expected vocab.json + merges.txt "
+        raise TokenizerFileError(folder, "no tokenizer files: expected vocab.json + merges.txt "
                                 "(or encoder.json + vocab.bpe)")
 
     @classmethod
     def from_files(cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike) -> "GPT2Tokenizer":
         vocab_path, merges_path = Path(vocab_path), Path(merges_path)
         try:
-            encoder = json.loads(vocab_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(vocab_path, f"not valid UTF-8 JSON: {e}") from None
+            encoder = json.loads(vocab_path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
+        except (ValueError, UnicodeDecodeError) as e:   # bad JSON, bad UTF-8 or a key given twice
+            raise TokenizerFileError(vocab_path, f"not valid UTF-8 JSON: {e}") from None
         if not isinstance(encoder, dict) or not all(isinstance(t, str) and type(i) is int and i >= 0
                                                     for t, i in encoder.items()):
-            raise DataError(vocab_path, "must be a JSON object mapping token strings to ids >= 0")
+            raise TokenizerFileError(vocab_path, "must be a JSON object mapping token strings to ids >= 0")
         seen: dict[int, str] = {}
         for t, i in encoder.items():
             if i in seen:
-                raise DataError(vocab_path, f"duplicate id {i}: tokens {seen[i]!r} and {t!r}")
+                raise TokenizerFileError(vocab_path, f"duplicate id {i}: tokens {seen[i]!r} and {t!r}")
             seen[i] = t
         merges = []
         try:
             lines = merges_path.read_text(encoding="utf-8").split("\n")
         except UnicodeDecodeError as e:
-            raise DataError(merges_path, f"not UTF-8 ({e})") from None
+            raise TokenizerFileError(merges_path, f"not UTF-8 ({e})") from None
         for n, line in enumerate(lines, start=1):
             if (n == 1 and line.startswith("#version")) or not line.strip():
                 continue
             parts = line.rstrip("\r").split(" ")
             if len(parts) != 2 or not all(parts):
-                raise DataError(merges_path, f"expected two tokens separated by one space, got {line!r}", n)
+                raise TokenizerFileError(merges_path, f"expected two tokens separated by one space, got {line!r}", n)
             for t in (*parts, parts[0] + parts[1]):
                 if t not in encoder:
-                    raise DataError(merges_path, f"merge {line!r} uses token {t!r}, which is not in "
+                    raise TokenizerFileError(merges_path, f"merge {line!r} uses token {t!r}, which is not in "
                                                  f"{vocab_path.name}", n)
             merges.append((parts[0], parts[1]))
         made = {a + b for a, b in merges}
         bytes_set = set(BYTE_ENCODER.values())
         missing = [ch for ch in BYTE_ORDER if ch not in encoder]
         if missing:
-            raise DataError(vocab_path, f"byte token {missing[0]!r} is missing (all 256 are required)")
+            raise TokenizerFileError(vocab_path, f"byte token {missing[0]!r} is missing (all 256 are required)")
         # a token that is neither a byte nor made by a merge can only be a special (added) token
         specials = [t for t in encoder if t not in made and t not in bytes_set]
         bad = [t for t in encoder if t not in specials and not all(ch in bytes_set for ch in t)]
         if bad:
-            raise DataError(vocab_path, f"token {bad[0]!r} has characters outside the byte alphabet")
+            raise TokenizerFileError(vocab_path, f"token {bad[0]!r} has characters outside the byte alphabet")
         return cls(encoder, merges, specials)
 
     def save(self, folder: str | os.PathLike) -> None:
@@ -188,7 +185,7 @@ class GPT2Tokenizer:
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int,
               special_tokens: Iterable[str] = (EOT,)) -> "GPT2Tokenizer":
-        """Train a byte-level BPE on `texts` (the fast trainer of `lm.bpe`, same tie rule).
+        """Train a byte-level BPE on `texts` (the fast trainer of `lm.tokenizers.bpe`, same tie rule).
 
         Ids: 0..255 the bytes (in GPT-2's order), then merged tokens, then the special tokens;
         `vocab_size` counts them all. Special-token strings in the texts are cut out first.

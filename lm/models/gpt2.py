@@ -16,56 +16,106 @@ projections as `Conv1D` weights of shape (in, out), the transpose of `nn.Linear`
 Classes: `GPT2` (language model, tied head), `GPT2ForSequenceClassification` (a `score` head read
 at the last real token, for 5.6), `GPT2Base` (hidden states only); all share `from_pretrained` /
 `save_pretrained`. The configuration (`GPT2Config`, read from `config.json`) is in
-`lm/gpt2_config.py`; the linear layers are `lm.linear.Linear` (an `nn.Linear` with a faster CPU
+`lm/gpt2_config.py`; the linear layers are `lm.models.fast_linear.Linear` (an `nn.Linear` with a faster CPU
 inference kernel). Generation with a KV cache lives in `lm/generate.py`; this module only provides
-the cache object the attention layers write into (`KVCache`).
 """
 from __future__ import annotations
 
 import math
 import os
-import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lm.checkpoint import CheckpointError, load_folder, save_safetensors
-from lm.gpt2_config import ACTIVATIONS, GPT2Config
-from lm.linear import Linear, linear
-from lm.utils import ConfigError, atomic_write_json
+from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, load_folder, read_config
+from lm.checkpoints.safetensors import save_safetensors
+from lm.errors import CheckpointError, ConfigError
+from lm.models.fast_linear import Linear, linear
+from lm.models.transformer import KVCache, causal_mask, positions_from_mask
+from lm.utils import atomic_write_json
 
-# Hugging Face stores these as Conv1D (in, out); nn.Linear wants (out, in).
-CONV1D_WEIGHT = re.compile(r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
+ACTIVATIONS = {  # config.json "activation_function" -> our function
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "relu": F.relu,
+}
 
 
-# --------------------------------------------------------------------------------------------
-# KV cache
-# --------------------------------------------------------------------------------------------
+@dataclass
+class GPT2Config:
+    vocab_size: int = 50257          # tokens in the vocabulary (GPT-2: 50,257 byte-level BPE tokens)
+    n_positions: int = 1024          # longest sequence (rows of the position embedding)
+    n_embd: int = 768                # model width C
+    n_layer: int = 12                # transformer blocks
+    n_head: int = 12                 # attention heads; head size = n_embd / n_head
+    n_inner: int | None = None       # MLP hidden width; None: 4 * n_embd
+    activation_function: str = "gelu_new"   # MLP nonlinearity (see ACTIVATIONS)
+    layer_norm_epsilon: float = 1e-5         # LayerNorm eps
+    embd_pdrop: float = 0.1          # dropout on token + position embeddings (training only)
+    attn_pdrop: float = 0.1          # dropout on attention weights
+    resid_pdrop: float = 0.1         # dropout on each block's residual branch
+    initializer_range: float = 0.02  # std of the normal init for a model trained from scratch
+    scale_attn_weights: bool = True  # divide q.k by sqrt(head size)
+    scale_attn_by_inverse_layer_idx: bool = False  # also divide by (layer index + 1)
+    tie_word_embeddings: bool = True  # LM head reuses the token embedding matrix
+    bos_token_id: int | None = 50256
+    eos_token_id: int | None = 50256
+    pad_token_id: int | None = None  # the classifier head reads the last token that is not this one
+    num_labels: int = 2              # classifier head outputs (from id2label when present)
+    extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, kept for saving
 
-class KVCache:
-    """Preallocated keys and values of every layer: (n_layer, B, n_head, max_len, head_dim) each.
+    def __post_init__(self) -> None:
+        self.validate()
 
-    A forward pass with T new tokens writes their k, v at positions [length, length + T) and attends
-    over [0, length + T); the model then advances `length`. Nothing is reallocated while generating.
-    """
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
 
-    def __init__(self, config: GPT2Config, batch: int, max_len: int, dtype: torch.dtype, device: torch.device):
-        shape = (config.n_layer, batch, config.n_head, max_len, config.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.max_len = max_len
-        self.length = 0
+    def validate(self, source: str = "GPT2Config") -> None:
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "num_labels"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{source}: {name} must be a positive integer, got {v!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"{source}: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner <= 0):
+            raise ConfigError(f"{source}: n_inner must be a positive integer or null, got {self.n_inner!r}")
+        if self.activation_function not in ACTIVATIONS:
+            raise ConfigError(f"{source}: activation_function {self.activation_function!r} is not supported "
+                              f"(known: {', '.join(ACTIVATIONS)})")
+        if self.extra.get("add_cross_attention"):
+            raise ConfigError(f"{source}: add_cross_attention=true (encoder-decoder GPT-2) is not supported")
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new k, v (B, H, T, D) of `layer`; return all keys and values so far (B, H, L+T, D)."""
-        L, T = self.length, k.size(2)
-        if L + T > self.max_len:
-            raise ConfigError(f"KV cache holds {self.max_len} positions; cannot add {T} after {L}")
-        self.k[layer, :, :, L:L + T] = k
-        self.v[layer, :, :, L:L + T] = v
-        return self.k[layer, :, :, :L + T], self.v[layer, :, :, :L + T]
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "GPT2Config":
+        """Build from a Hugging Face config dict; unknown keys are kept in `extra`."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "num_labels" not in kwargs and isinstance(d.get("id2label"), dict) and d["id2label"]:
+            kwargs["num_labels"] = len(d["id2label"])
+        extra = {k: v for k, v in d.items() if k not in known}
+        try:
+            cfg = cls(**kwargs, extra=extra)
+        except ConfigError as e:
+            raise CheckpointError(source, str(e).split(": ", 1)[-1]) from None
+        except TypeError as e:
+            raise CheckpointError(source, f"bad config: {e}") from None
+        return cfg
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "GPT2Config":
+        """Read a Hugging Face `config.json` (CheckpointError naming the file if it is not one)."""
+        return cls.from_dict(read_config(path, "gpt2"), str(path))
+
+    def to_dict(self) -> dict:
+        d = dict(self.extra)
+        d.update({k: v for k, v in asdict(self).items() if k != "extra"})
+        d["model_type"] = "gpt2"
+        return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,7 +128,7 @@ class Attention(nn.Module):
     def __init__(self, cfg: GPT2Config, layer_idx: int):
         super().__init__()
         self.n_head, self.layer_idx = cfg.n_head, layer_idx
-        self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd)         # lm.linear: nn.Linear, faster CPU inference
+        self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd)         # lm.models.fast_linear: nn.Linear, faster CPU inference
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd)
         self.attn_pdrop = cfg.attn_pdrop
         self.resid_drop = nn.Dropout(cfg.resid_pdrop)
@@ -128,31 +178,6 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def attention_mask_4d(attention_mask: torch.Tensor | None, past: int, T: int,
-                      device: torch.device) -> torch.Tensor | None:
-    """Boolean (B, 1, T, past+T) mask, True = may attend; None when plain causal attention suffices.
-
-    Query t sits at absolute position past + t and sees keys at positions <= its own that are not
-    padding. A padding query would see nothing (a row of -inf gives NaN), so every query also
-    sees itself; padding rows' outputs are never used.
-    """
-    if attention_mask is None and (T == 1 or past == 0):
-        return None                                                 # sdpa's is_causal does it
-    S = past + T
-    q_pos = torch.arange(past, S, device=device)[:, None]           # (T, 1)
-    k_pos = torch.arange(S, device=device)[None, :]                 # (1, S)
-    allowed = k_pos <= q_pos                                        # (T, S)
-    if attention_mask is not None:
-        keys = attention_mask[:, None, None, :].bool()              # (B, 1, 1, S)
-        allowed = (allowed & keys) | (k_pos == q_pos)               # (B, 1, T, S)
-    return allowed
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip left padding: the first real token of each row gets position 0."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)       # (B, S)
-
-
 class GPT2Model(nn.Module):
     """Embeddings + blocks + final LayerNorm: returns hidden states (B, T, C)."""
 
@@ -166,11 +191,11 @@ class GPT2Model(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         """`attention_mask` (B, past+T): 1 for real tokens, 0 for (left) padding, covering cached
         positions too. `position_ids` (B, T) default to counting real tokens from the mask."""
         B, T = input_ids.shape
-        past = kv_cache.length if kv_cache is not None else 0
+        past = cache.length if cache is not None else 0
         S = past + T
         if S > self.config.n_positions:
             raise ConfigError(f"sequence of {S} tokens is longer than n_positions={self.config.n_positions}")
@@ -185,12 +210,12 @@ class GPT2Model(nn.Module):
                 position_ids = positions_from_mask(attention_mask)[:, past:]        # (B, T)
             else:
                 position_ids = torch.arange(past, S, device=input_ids.device)[None]  # (1, T)
-        mask = attention_mask_4d(attention_mask, past, T, input_ids.device)
+        mask = causal_mask(attention_mask, past, T, input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
         for block in self.h:
-            x = block(x, mask, kv_cache)
-        if kv_cache is not None:
-            kv_cache.length = S
+            x = block(x, mask, cache)
+        if cache is not None:
+            cache.length = S
         return self.ln_f(x)                                          # (B, T, C)
 
 
@@ -219,18 +244,15 @@ class _Pretrained(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def new_kv_cache(self, batch: int, max_len: int) -> KVCache:
-        p = next(self.parameters())
-        return KVCache(self.config, batch, max_len, p.dtype, p.device)
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        """An empty KV cache for `batch` rows of up to `max_len` positions (the generation protocol)."""
+        c, p = self.config, next(self.parameters())
+        return KVCache(c.n_layer, batch, c.n_head, max_len, c.head_dim, p.dtype, p.device)
 
     # ---- checkpoints ----------------------------------------------------------------------
     def _to_file_keys(self) -> dict[str, torch.Tensor]:
         """Our state dict in the Hugging Face layout: Conv1D weights transposed, tied head dropped."""
-        out = {}
-        for name, t in self.state_dict().items():
-            key = name if self._prefix else name.removeprefix("transformer.")
-            out[key] = t.t() if CONV1D_WEIGHT.search(name) else t
-        return out
+        return gpt2_to_hf(self.state_dict(), keep_prefix=bool(self._prefix))
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write `config.json` and `model.safetensors` in the layout `transformers` reads."""
@@ -258,46 +280,13 @@ class _Pretrained(nn.Module):
         with torch.device("meta"):
             model = cls(config)                                       # shapes only, no memory, no init
         expected = {k: v.shape for k, v in model.state_dict().items()}
-        state = _map_keys(tensors, path, expected, cls._other_heads)
+        state = gpt2_from_hf(tensors, path, expected, cls._other_heads)
         if dtype == "auto":
             dtype = next(iter(state.values())).dtype
         dtype = dtype or torch.float32
         state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()
-
-
-def _map_keys(tensors: dict[str, torch.Tensor], path: Path, expected: dict[str, torch.Size],
-              other_heads: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Checkpoint names -> our names; check the set of names and every shape against the model."""
-    state: dict[str, torch.Tensor] = {}
-    for key, t in tensors.items():
-        if key.endswith((".attn.bias", ".attn.masked_bias")):
-            continue                                                  # old causal-mask buffers
-        if key.startswith(other_heads) and key not in expected:
-            continue                                                  # e.g. score.weight when loading the LM
-        if not key.startswith(("transformer.", "lm_head.", "score.")):
-            key = "transformer." + key                                # the public `gpt2` layout
-        if CONV1D_WEIGHT.search(key):
-            if t.dim() != 2:
-                raise CheckpointError(path, f"{key}: expected a 2-D Conv1D weight, got shape {list(t.shape)}")
-            t = t.t().contiguous()
-        state[key] = t
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {', '.join(sorted(missing)[:10])}" + (" ..." if len(missing) > 10 else ""))
-        if unexpected:
-            parts.append(f"unexpected keys: {', '.join(sorted(unexpected)[:10])}" + (" ..." if len(unexpected) > 10 else ""))
-        raise CheckpointError(path, "; ".join(parts))
-    for key, t in state.items():
-        if t.shape != expected[key]:
-            raise CheckpointError(path, f"{key}: shape {list(t.shape)} does not fit config.json "
-                                        f"(expected {list(expected[key])})")
-        if not t.is_floating_point():
-            raise CheckpointError(path, f"{key}: dtype {t.dtype} is not a floating-point type")
-    return state
 
 
 class GPT2(_Pretrained):
@@ -316,10 +305,10 @@ class GPT2(_Pretrained):
             self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
                 last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, V); with `last_only` only the last position's (B, 1, V) (all generation needs)."""
-        h = self.transformer(input_ids, attention_mask, position_ids, kv_cache)  # (B, T, C)
+        h = self.transformer(input_ids, attention_mask, position_ids, cache)  # (B, T, C)
         if last_only:
             h = h[:, -1:]                                                         # (B, 1, C)
         weight = self.transformer.wte.weight if self.lm_head is None else self.lm_head.weight
@@ -371,6 +360,6 @@ class GPT2Base(_Pretrained):
         if not any(p.is_meta for p in self.parameters()):
             self.init_weights()
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, kv_cache=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None):
         """Last hidden states (B, T, C), after the final LayerNorm."""
-        return self.transformer(input_ids, attention_mask, position_ids, kv_cache)
+        return self.transformer(input_ids, attention_mask, position_ids, cache)

@@ -1,9 +1,9 @@
 """The toy world's language-model corpora: Brown-style token lines and raw news sentences.
 
-`SentenceWriter` writes sentences about the facts of the world (`lm.data.toyworld`), so words far
+`SentenceWriter` writes sentences about the facts of the world (`lm.data.toy.world`), so words far
 back predict what comes next; `lm_corpus` writes sentences until a word budget is reached, and
-`render_news` turns a news sentence's tokens into raw text. Used by `lm.data.embedded` for
-brown/ and news/, and by `lm.data.toy_tasks` for instruction answers.
+`render_news` turns a news sentence's tokens into raw text. Used by `lm.data.toy.build` for
+brown/ and news/, and by `lm.data.toy.tasks` for instruction answers.
 
     >>> render_news("`` We bake more pies , '' said Alys Crane .")
     '"We bake more pies," said Alys Crane.'
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 
-from lm.data.toyworld import (
+from lm.data.toy.world import (
     CAPITALS, DAYS, GOOD_ADJECTIVES, JOB, JOBS, MONTHS, NUMBER_WORDS, OPENERS, SAY_ADVERBS,
     SEASONS, SOURCES, SPECIE, TOWN, TOWNS, WEATHER, YEAR_NOW, Person, World,
 )

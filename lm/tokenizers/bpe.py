@@ -43,9 +43,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from lm.bpe_fast import Pair, fast_merges, gc_paused
-from lm.data.loaders import DataError
-from lm.utils import ConfigError, atomic_write_json
+from lm.errors import ConfigError, TokenizerFileError
+from lm.tokenizers.bpe_fast import Pair, fast_merges, gc_paused
+from lm.utils import atomic_write_json, no_duplicate_keys
 
 WORD_MARKER = "_"          # the book's word-start marker
 UNK_TOKEN = "<UNK>"        # the token for characters never seen in training
@@ -230,32 +230,24 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BPETokenizer":
-        """Read a file written by `save`, checking it; DataError says what is wrong."""
+        """Read a file written by `save`, checking it; TokenizerFileError says what is wrong."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise DataError(path, "no such tokenizer file") from None
+            raise TokenizerFileError(path, "no such tokenizer file") from None
         except UnicodeDecodeError as e:
-            raise DataError(path, f"not UTF-8 ({e})") from None
-
-        def no_duplicates(pairs):
-            seen = {}
-            for k, v in pairs:
-                if k in seen:
-                    raise DataError(path, f"duplicate key {k!r}")
-                seen[k] = v
-            return seen
+            raise TokenizerFileError(path, f"not UTF-8 ({e})") from None
         try:
-            obj = json.loads(text, object_pairs_hook=no_duplicates)
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"not valid JSON: {e}") from None
+            obj = json.loads(text, object_pairs_hook=no_duplicate_keys)
+        except ValueError as e:   # bad JSON or a key given twice
+            raise TokenizerFileError(path, f"not valid JSON: {e}") from None
         return cls.from_dict(obj, path)
 
     @classmethod
     def from_dict(cls, obj: dict, path: str | os.PathLike = "<dict>") -> "BPETokenizer":
         def bad(problem: str):
-            return DataError(path, problem)
+            return TokenizerFileError(path, problem)
         if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
             raise bad(f"not an {FORMAT_NAME} tokenizer file (field 'format' should be {FORMAT_NAME!r})")
         if obj.get("version") != FORMAT_VERSION:

@@ -27,11 +27,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lm.utils import LMError
+from lm.errors import SamplingError
 
-
-class SamplingError(LMError, ValueError):
-    """A sampling parameter or input is invalid; the message names it."""
 
 
 @dataclass

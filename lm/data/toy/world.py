@@ -1,7 +1,7 @@
 """The toy world behind the embedded data: its places, people, jobs, animals and word lists.
 
 Everything here was invented for this project. `build_world(seed)` fixes who lives where, what
-each person does and which animal they keep; the generator in `lm.data.embedded` then writes
+each person does and which animal they keep; the generator in `lm.data.toy.build` then writes
 every sentence, question and abstract from these facts, so that a fact stated in one file (say,
 "Mira Hollis is a weaver from Elmford") holds in every other file too.
 

@@ -13,12 +13,13 @@ The book's model, exactly:
 * greedy generation; we add sampling with temperature and top-k.
 
 `BookReferenceLM` is the book's dict-of-dicts algorithm, kept as the readable reference (and as
-the baseline of `bench/ngram.py`). `NGramCounts` (in `lm/ngram_counts.py`, with `tokenize`) is the
+the baseline of `bench/ngram.py`). `NGramCounts` (in `lm/ngram/counts.py`, with `tokenize`) is the
 same information in NumPy arrays: token ids, and for each order a sorted array of packed keys
 `prefix_index * (V + 1) + word`, where `prefix_index` is the position of the (n-1)-gram in the
 order below (a trie in flat arrays). Lookups are `np.searchsorted`, and `CountLM.log_probs`
 scores every test position at once.
 
+>>> from lm.ngram.counts import tokenize
 >>> lm = CountLM(NGramCounts.build(tokenize("The cat sat. The cat ran."), n=3))
 >>> lm.get_probability("sat", ["the", "cat"]), lm.predict_next_token(["the"])
 (0.5, 'cat')
@@ -31,10 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
-from lm.ngram_counts import NGramCounts, NGramFileError, tokenize
-from lm.utils import ConfigError
+from lm.ngram.counts import NGramCounts
+from lm.errors import ConfigError
 
-__all__ = ["BookReferenceLM", "CountLM", "NGramCounts", "NGramFileError", "sample_index", "tokenize"]
 
 # --------------------------------------------------------------------------------------------
 # The book's algorithm, literally (dicts of dicts of strings): the reference and the bench baseline

@@ -1,6 +1,6 @@
 """Token data for language models: text files -> token ids -> examples -> padded batches.
 
-The training engine (`lm.train`) does not care where examples come from. It needs an object with
+The training engine (`lm.training.engine`) does not care where examples come from. It needs an object with
 
     len(examples)                    # how many examples one epoch has
     examples.collate(indices)        # -> {"input_ids": (B, T) long, "targets": (B, T) long, ...}
@@ -16,56 +16,19 @@ The training engine (`lm.train`) does not care where examples come from. It need
 Right padding needs no attention mask for a causal model: a real token never looks at the padding
 to its right, and padded positions carry no loss. That keeps the fast causal attention path.
 
-Text is read line by line (`iter_lines`), so a corpus larger than memory as text is fine; token
-ids are kept as compact int32 arrays.
+Token ids are kept as compact int32 arrays. `lm/training/corpus.py` turns a data dir's news
+corpus into these examples.
 """
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from lm.data.loaders import DataError
-from lm.utils import ConfigError
+from lm.errors import ConfigError
 
 IGNORE_INDEX = -100  # targets with this value carry no loss (F.cross_entropy's ignore_index)
-
-_DIGIT = re.compile(r"[0-9]")
-
-
-def mask_digits(text: str) -> str:
-    """The book's news preprocessing: every digit becomes '#', so "12.5 mln" -> "##.# mln"."""
-    return _DIGIT.sub("#", text)
-
-
-def iter_lines(path: str | os.PathLike, preprocess: Callable[[str], str] | None = None,
-               max_lines: int | None = None) -> Iterator[str]:
-    """Stream the non-empty lines of a UTF-8 text file (stripped), optionally preprocessed.
-
-    Reads one line at a time, so the file never has to fit in memory. A missing or non-UTF-8
-    file raises DataError naming the file (and the line, for bad bytes).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "missing file")
-    n = 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as e:
-                raise DataError(path, f"not valid UTF-8 ({e.reason})", lineno) from None
-            if not line:
-                continue
-            yield preprocess(line) if preprocess else line
-            n += 1
-            if max_lines is not None and n >= max_lines:
-                return
-
 
 class Tokenizer(Protocol):
     """What this module needs from a tokenizer (BPETokenizer and GPT2Tokenizer both fit)."""
@@ -179,62 +142,3 @@ def as_examples(data, context: int):
         return SentenceExamples(flat, offsets, context)
     raise ConfigError(f"cannot make training examples from {type(data).__name__}: give a 1-D token "
                       "tensor, a list of token-id lists, or an object with __len__ and collate()")
-
-
-# --------------------------------------------------------------------------------------------
-# Corpus + tokenizer from a data dir (shared by the rnn_lm, decoder_lm and gpt2_pretrain stages)
-# --------------------------------------------------------------------------------------------
-
-class WithEOS:
-    """Wrap a tokenizer that has no end-of-sentence token: id `vocab_size` becomes one.
-
-    The model's vocabulary is then `tokenizer.vocab_size + 1`; decoding drops the extra id.
-    """
-
-    def __init__(self, tokenizer):
-        self.inner = tokenizer
-        self.eos_id = tokenizer.vocab_size
-        self.vocab_size = tokenizer.vocab_size + 1
-
-    def encode(self, text: str) -> list[int]:
-        return self.inner.encode(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.inner.decode([int(i) for i in ids if int(i) != self.eos_id])
-
-
-def load_lm_corpus(data_dir: str | os.PathLike, context: int, tokenizer: str = "bpe",
-                   vocab_size: int = 8000, digits_to_hash: bool = True, max_train_lines: int | None = None,
-                   max_valid_lines: int | None = None, packed: bool = False, tokenizer_dir: str | None = None):
-    """Read `news/train.txt` and `news/valid.txt`, build a tokenizer, return examples.
-
-    tokenizer: "bpe" trains the book's BPE (lm.bpe) on the training split's words with
-    `vocab_size`; "gpt2" loads GPT-2's tokenizer from `tokenizer_dir` (vocab.json + merges.txt).
-    Every sentence ends with an end-of-sentence token so a model learns where sentences stop.
-    Returns `(tokenizer, train_examples, valid_examples)`; `tokenizer.vocab_size` sizes the model.
-    """
-    from lm.data.loaders import data_file  # layer 0
-    train_path, valid_path = data_file(data_dir, "news/train.txt"), data_file(data_dir, "news/valid.txt")
-    prep = mask_digits if digits_to_hash else None
-
-    def train_lines():  # streamed from disk twice (BPE training, then encoding), never held as text
-        return iter_lines(train_path, prep, max_train_lines)
-
-    if tokenizer == "bpe":
-        from lm.bpe import BPETokenizer
-        words = (w for line in train_lines() for w in line.split())
-        tok = WithEOS(BPETokenizer.train(words, vocab_size))
-        eos = tok.eos_id
-    elif tokenizer == "gpt2":
-        from lm.gpt2_tokenizer import GPT2Tokenizer
-        if not tokenizer_dir:
-            raise ConfigError("tokenizer 'gpt2' needs tokenizer_dir (a folder with vocab.json and merges.txt)")
-        tok = GPT2Tokenizer.from_dir(tokenizer_dir)
-        eos = tok.eot_id
-    else:
-        raise ConfigError(f"tokenizer must be 'bpe' or 'gpt2', got {tokenizer!r}")
-    tr_ids, tr_off = encode_lines(train_lines(), tok, eos)
-    va_ids, va_off = encode_lines(iter_lines(valid_path, prep, max_valid_lines), tok, eos)
-    if packed:
-        return tok, PackedExamples(tr_ids, context), PackedExamples(va_ids, context)
-    return tok, SentenceExamples(tr_ids, tr_off, context, pad_id=eos), SentenceExamples(va_ids, va_off, context, pad_id=eos)

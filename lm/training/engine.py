@@ -4,7 +4,7 @@ Chapters 3-4 (the Elman RNN and the decoder transformer), GPT-2 pretraining and 
 chapters all call `train`. It knows nothing of a model's insides; it needs
 
     examples:  len(examples) and examples.collate(indices) -> {"input_ids", "targets", ...}
-               (see lm.lm_data; a 1-D token tensor is accepted and cut into windows)
+               (see lm.training.batches; a 1-D token tensor is accepted and cut into windows)
     loss_fn:   loss_fn(model, batch) -> (mean loss over counted targets, number of counted targets)
                default `lm_loss`: next-token cross-entropy of model(input_ids) -> (B, T, V) logits.
 
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lm.lm_data import IGNORE_INDEX, as_examples
-from lm.utils import (ConfigError, MetricsLogger, Progress, atomic_open, atomic_write_json,
-                      choose_device, say)
+from lm.training.batches import IGNORE_INDEX, as_examples
+from lm.errors import ConfigError
+from lm.utils import MetricsLogger, Progress, atomic_open, choose_device, say
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -300,9 +300,9 @@ def train(model: torch.nn.Module, train_data, val_data, cfg: TrainConfig, out_di
           stop_after: int | None = None, desc: str = "train") -> dict:
     """Train `model` on `train_data`, evaluating on `val_data`; return the final metrics.
 
-    train_data / val_data: examples (see lm.lm_data) or a 1-D token tensor (cut into windows of
+    train_data / val_data: examples (see lm.training.batches) or a 1-D token tensor (cut into windows of
         cfg.context + 1). val_data may be None (no evaluation).
-    out_dir: gets metrics.jsonl, checkpoint.pt and summary.json (None: write nothing).
+    out_dir: gets metrics.jsonl and checkpoint.pt (None: write nothing).
     resume: continue from out_dir/checkpoint.pt if it exists (same config required).
     loss_fn(model, batch) -> (mean loss, n targets); default `lm_loss`.
     on_eval(model, step) -> dict: called at each evaluation (e.g. to generate samples); its dict
@@ -393,8 +393,6 @@ def train(model: torch.nn.Module, train_data, val_data, cfg: TrainConfig, out_di
     if val_ex is not None and step == total:
         rec = run_eval()
         metrics.update({k: v for k, v in rec.items() if k not in ("step", "tokens")})
-    if out is not None:
-        atomic_write_json(out / "summary.json", metrics)
     return metrics
 
 

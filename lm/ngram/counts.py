@@ -4,7 +4,7 @@
 Tokens become integer ids; for each order k >= 2 the n-grams are one sorted array of packed keys
 `prefix_index * (V + 1) + word`, where `prefix_index` is the position of the (k-1)-gram in the
 order below (a trie in flat arrays), so lookups are `np.searchsorted` and whole test sets are
-scored at once (`lm.ngram.CountLM`, `lm.kneser_ney`). Saved as an `.npz` of plain arrays and a
+scored at once (`lm.ngram.CountLM`, `lm.ngram.kneser_ney`). Saved as an `.npz` of plain arrays and a
 JSON header, read back without pickle and checked (`NGramFileError` names the file and problem).
 
 >>> c = NGramCounts.build(tokenize("The cat sat. The cat ran."), n=2)
@@ -23,7 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from lm.utils import ConfigError, LMError, atomic_open
+from lm.errors import LMError, ConfigError, NGramFileError
+from lm.utils import atomic_open, no_duplicate_keys
 
 TOKEN_RE = re.compile(r"\b[a-zA-Z0-9]+\b|[.]")
 FORMAT, VERSION = "lm.ngram_counts", 1
@@ -36,14 +37,6 @@ def tokenize(text: str) -> list[str]:
     ['mr', '.', 'smith', 's', '2', 'cats']
     """
     return TOKEN_RE.findall(text.lower())
-
-
-class NGramFileError(LMError):
-    """A saved n-gram model file is missing, not ours, of another version, or inconsistent."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 
@@ -223,9 +216,9 @@ def _from_arrays(path: Path, a: dict[str, np.ndarray]) -> NGramCounts:
         return x
 
     try:
-        header = json.loads(need("header", "u").tobytes().decode("utf-8"))
+        header = json.loads(need("header", "u").tobytes().decode("utf-8"), object_pairs_hook=no_duplicate_keys)
         vocab = json.loads(need("vocab", "u").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError) as e:
         raise NGramFileError(path, f"header or vocab is not valid JSON ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise NGramFileError(path, f"not an n-gram model file (format {header.get('format') if isinstance(header, dict) else header!r})")

@@ -1,6 +1,6 @@
 """The toy world's task datasets: emotion tweets, instructions, grade-school maths, abstracts.
 
-Each function returns the rows of one file of the embedded data (`lm.data.embedded` writes them):
+Each function returns the rows of one file of the embedded data (`lm.data.toy.build` writes them):
 `emotion_split` (tweets with cue words and ~10 % label noise), `instruct_rows` (instructions with
 checkable answers), `gsm8k_split` (worked arithmetic problems ending in `#### n`), `abstracts` and
 `taxonomy_rows` (arXiv-like abstracts about leaf topics of an IPTC-like taxonomy). Only
@@ -11,12 +11,12 @@ from __future__ import annotations
 import random
 
 from lm.data.loaders import EMOTION_LABELS
-from lm.data.toyworld import (
+from lm.data.toy.world import (
     CAPITALS, DAYS, EMOTION_ADVERBS, EMOTION_CUES, EMOTION_REASONS, EMOTION_SHARES,
     EMOTION_TAILS, JOB, LEAVES, MIDDLE_DEFINITIONS, SEASONS, SPECIE, TASK_WORDS, TOP_TOPICS,
     TOWN, TOWNS, YEAR_NOW, World,
 )
-from lm.data.toy_text import SentenceWriter, a_or_an, capitalised, render_news
+from lm.data.toy.text import SentenceWriter, a_or_an, capitalised, render_news
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The fast BPE trainer: the book's merges (section 2.3) at a cost per merge ~ where the pair occurs.
 
-`lm.bpe.reference_merges` is the book's algorithm: every step recounts every adjacent pair in
+`lm.tokenizers.bpe.reference_merges` is the book's algorithm: every step recounts every adjacent pair in
 every word and rewrites every word, so each merge costs ~ the size of the corpus. This trainer
 gives the same merge list (tests: tiny, random, news and astral-character corpora) by keeping
 the pair counts up to date instead:
@@ -27,7 +27,7 @@ from typing import Mapping
 
 import numpy as np
 
-from lm.utils import ConfigError
+from lm.errors import ConfigError
 
 Pair = tuple[str, str]
 

@@ -1,0 +1,198 @@
+"""Hugging Face model folders: config.json, weights in any of their layouts, and key names.
+
+A folder written by `save_pretrained` holds `config.json` and the weights in one of four layouts,
+looked for in this order:
+
+    model.safetensors                     one safetensors file (lm/checkpoints/safetensors.py)
+    model.safetensors.index.json          an index {"weight_map": {name: shard file}} + the shards
+    pytorch_model.bin                     a torch zip archive, read with torch.load(weights_only=True)
+    pytorch_model.bin.index.json          the same, sharded
+
+`load_folder` returns every tensor by its file name; `match_state` checks those names and shapes
+against what a model expects and says, by name, what is missing, unexpected or of the wrong shape.
+How a model family renames keys (GPT-2's `transformer.` prefix and Conv1D transposes, Qwen2's
+`model.` prefix) lives with the model in lm/models/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from lm.errors import CheckpointError
+from lm.checkpoints.safetensors import load_safetensors
+from lm.utils import no_duplicate_keys
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+TORCH_BIN = "pytorch_model.bin"
+TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
+
+
+def read_config(path: str | os.PathLike, model_type: str | None = None) -> dict:
+    """A `config.json` as a dict; CheckpointError if missing, not a JSON object, or of another model_type."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
+    except FileNotFoundError:
+        raise CheckpointError(path, "config.json is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(path, f"cannot read config: {e}") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(path, "config is not a JSON object")
+    if model_type is not None and d.get("model_type", model_type) != model_type:
+        raise CheckpointError(path, f"model_type is {d['model_type']!r}, not {model_type!r}")
+    return d
+
+
+# --------------------------------------------------------------------------------------------
+# Sharded checkpoints, pytorch_model.bin, and "whatever is in this folder"
+# --------------------------------------------------------------------------------------------
+
+def _read_index(index_path: Path) -> dict[str, str]:
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(index_path, f"cannot read the shard index: {e}") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(index_path, "no 'weight_map' object (tensor name -> shard file) in the index")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+            raise CheckpointError(index_path, f"tensor {name!r}: shard {shard!r} must be a file name in this folder")
+    return weight_map
+
+
+def load_sharded(index_path: str | os.PathLike, load_one=load_safetensors) -> dict[str, torch.Tensor]:
+    """Load a sharded checkpoint: the index maps each tensor name to the shard file holding it."""
+    index_path = Path(index_path)
+    weight_map = _read_index(index_path)
+    out: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = index_path.parent / shard
+        if not shard_path.is_file():
+            raise CheckpointError(index_path, f"shard {shard} listed in the index is missing")
+        tensors = load_one(shard_path)
+        listed = {n for n, s in weight_map.items() if s == shard}
+        if listed - set(tensors):
+            raise CheckpointError(shard_path, f"tensors listed in the index are not in this shard: "
+                                              f"{_names(listed - set(tensors))}")
+        if set(tensors) - listed:
+            raise CheckpointError(shard_path, f"tensors in this shard are not listed for it in the index: "
+                                              f"{_names(set(tensors) - listed)}")
+        out.update(tensors)
+    return out
+
+
+def load_torch_bin(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load `pytorch_model.bin` with `weights_only=True`: tensors and plain containers only, no code runs."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # torch raises many kinds (UnpicklingError, RuntimeError, EOFError, ...)
+        raise CheckpointError(path, f"cannot load with torch.load(weights_only=True): {type(e).__name__}: {e}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(path, "expected a dict of name -> tensor")
+    return state
+
+
+def checkpoint_file(folder: str | os.PathLike) -> Path:
+    """The weights file of a Hugging Face-style folder, in order of preference."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(folder, "checkpoint folder does not exist")
+    for name in (SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN, TORCH_BIN_INDEX):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(folder, f"no weights found (expected one of {SAFETENSORS}, {SAFETENSORS_INDEX}, "
+                                  f"{TORCH_BIN}, {TORCH_BIN_INDEX})")
+
+
+def load_folder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Path]:
+    """Every tensor of the checkpoint in `folder`, and the file it came from (for error messages)."""
+    path = checkpoint_file(folder)
+    if path.name == SAFETENSORS:
+        return load_safetensors(path), path
+    if path.name == SAFETENSORS_INDEX:
+        return load_sharded(path, load_safetensors), path
+    if path.name == TORCH_BIN:
+        return load_torch_bin(path), path
+    return load_sharded(path, load_torch_bin), path
+
+
+def _names(names: Iterable[str], limit: int = 8) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def match_state(state: dict[str, torch.Tensor], path: str | os.PathLike,
+                expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Check `state` (already renamed to the model's names) against the model's `expected` shapes.
+
+    Missing or unexpected names, a wrong shape or a non-float tensor raise CheckpointError naming
+    the file and the keys. Returns `state` unchanged.
+    """
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_names(missing, 10)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_names(unexpected, 10)}")
+        raise CheckpointError(path, "; ".join(parts))
+    for key, t in state.items():
+        if t.shape != expected[key]:
+            raise CheckpointError(path, f"{key}: shape {list(t.shape)} does not fit config.json "
+                                        f"(expected {list(expected[key])})")
+        if not t.is_floating_point():
+            raise CheckpointError(path, f"{key}: dtype {t.dtype} is not a floating-point type")
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Key layouts: GPT-2
+# --------------------------------------------------------------------------------------------
+
+# Hugging Face stores these as Conv1D (in, out); nn.Linear wants (out, in).
+GPT2_CONV1D = re.compile(r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
+
+
+def gpt2_from_hf(tensors: dict[str, torch.Tensor], path: Path, expected: dict[str, torch.Size],
+                 other_heads: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """GPT-2 checkpoint names -> our names, Conv1D weights transposed; checked against `expected`.
+
+    Both layouts load: keys with `transformer.` (what GPT2LMHeadModel saves) and without (the
+    public `gpt2` checkpoint). `attn.bias` / `attn.masked_bias` buffers are dropped, and other
+    heads' weights (`other_heads`, e.g. `score.` when loading the LM) are ignored unless expected,
+    so a tied model ignores a stored `lm_head.weight`.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for key, t in tensors.items():
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue                                                  # old causal-mask buffers
+        if key.startswith(other_heads) and key not in expected:
+            continue                                                  # e.g. score.weight when loading the LM
+        if not key.startswith(("transformer.", "lm_head.", "score.")):
+            key = "transformer." + key                                # the public `gpt2` layout
+        if GPT2_CONV1D.search(key):
+            if t.dim() != 2:
+                raise CheckpointError(path, f"{key}: expected a 2-D Conv1D weight, got shape {list(t.shape)}")
+            t = t.t().contiguous()
+        state[key] = t
+    return match_state(state, path, expected)
+
+
+def gpt2_to_hf(state: dict[str, torch.Tensor], keep_prefix: bool = True) -> dict[str, torch.Tensor]:
+    """Our GPT-2 state dict in the Hugging Face layout: Conv1D weights transposed (and, for the bare
+    model, no `transformer.` prefix). A tied head has no `lm_head` parameter, so none is written."""
+    out = {}
+    for name, t in state.items():
+        key = name if keep_prefix else name.removeprefix("transformer.")
+        out[key] = t.t() if GPT2_CONV1D.search(name) else t
+    return out
