@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lm.utils import atomic_open
+
 # The book's three (area, price) points.
 BOOK_X = np.array([150.0, 200.0, 260.0])
 BOOK_Y = np.array([200.0, 600.0, 500.0])
@@ -117,7 +119,6 @@ def plot_descent(result: GDResult, path: str, x: np.ndarray = BOOK_X, y: np.ndar
     ax.set_ylabel("b")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    from lm.utils import atomic_open
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)

@@ -1,0 +1,8 @@
+"""Layer 1, tokenizers (book 2.3 and 5): text -> token ids -> text. Knows nothing of models.
+
+- `bpe.py`: the book's word-level byte-pair encoding (`BPETokenizer`) and its reference trainer;
+- `bpe_fast.py`: the fast trainer (same merges, ~300x faster), tested equal to the reference;
+- `gpt2.py`: GPT-2's byte-level BPE (`GPT2Tokenizer`): bytes -> printable characters, ranked merges;
+- `pretokenize.py` / `pretokenize_fast.py`: GPT-2's split pattern with the standard library, literal
+  and fast, tested equal.
+"""
