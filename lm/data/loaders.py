@@ -71,6 +71,20 @@ def optional_file(data_dir: str | os.PathLike, rel: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def eval_split(data_dir: str | os.PathLike, dataset: str) -> tuple[str, Path]:
+    """Which split a reported metric is on: ("test", its path) when the data dir has `test.jsonl`,
+    else ("valid", ...). Every emotion stage trains on train.jsonl, selects nothing on the test
+    split, and reports on this one (and on valid.jsonl always, as `accuracy_valid`).
+
+    >>> eval_split(EMBEDDED_DIR, "emotion")[0]
+    'test'
+    """
+    test = optional_file(data_dir, f"{dataset}/test.jsonl")
+    if test is not None:
+        return "test", test
+    return "valid", data_file(data_dir, f"{dataset}/valid.jsonl")
+
+
 # --------------------------------------------------------------------------------------------
 # Reading text safely
 # --------------------------------------------------------------------------------------------

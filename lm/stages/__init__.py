@@ -43,6 +43,8 @@ class RunConfig:
     device: str | None = None    # "cpu", "cuda", "mps" or None for the best available
     quiet: bool = False          # no progress bars or per-stage chatter
     gpt2: str | None = None      # folder with real GPT-2 weights (HF layout), or a hub name to download
+    model: str | None = None     # a Hugging Face model folder (GPT-2 or Qwen2) for the fine-tuning and GRPO stages
+    threads: int | None = None   # torch CPU threads (None: torch's default)
     run_dir: Path | None = None  # the run's out dir (stages write into run_dir/<stage>); shared caches live here
 
 
