@@ -10,7 +10,8 @@ from conftest import SHARED_GPT2, needs_gpt2_files
 from lm.errors import ConfigError, TokenizerFileError, SpecialTokenError
 from lm.tokenizers.bpe import reference_merges
 from lm.tokenizers.gpt2 import EOT, GPT2Tokenizer, bytes_to_unicode, to_byte_chars
-from lm.tokenizers.pretokenize import pretokenize, pretokenize_reference
+from lm.tokenizers.pretokenize import pretokenize_reference
+from lm.tokenizers.pretokenize_fast import pretokenize
 
 
 @pytest.fixture(scope="module")

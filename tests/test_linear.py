@@ -1,4 +1,9 @@
 """lm.models.fast_linear: the oneDNN inference kernel computes what F.linear computes, and only when it may."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,3 +101,12 @@ def test_gpt2_logits_same_with_and_without_autograd():
     with torch.inference_mode():
         infer_path = model(ids)
     assert torch.allclose(infer_path, train_path, rtol=1e-5, atol=1e-5)
+
+
+def test_env_switch_turns_the_fast_path_off():
+    """LM_FAST_LINEAR=0 (read at import): every call goes through F.linear."""
+    code = ("import torch, lm.models.fast_linear as f; x, w = torch.randn(1, 8), torch.randn(4, 8)\n"
+            "with torch.no_grad(): print(f.ENABLED, f.ONEDNN_AVAILABLE, f.uses_onednn(x, w))")
+    env = dict(os.environ, LM_FAST_LINEAR="0", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False", "False"]

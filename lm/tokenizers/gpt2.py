@@ -6,7 +6,7 @@ of the 256 byte values to one printable character (`bytes_to_unicode`): printabl
 themselves and the rest to code points from 256 up; a space becomes `Ġ`, a newline `Ċ`.
 
 Encoding a text:
-1. pre-tokenize with GPT-2's pattern (`lm.tokenizers.pretokenize`): "Hello world" -> "Hello", " world";
+1. pre-tokenize with GPT-2's pattern (`lm.tokenizers.pretokenize_fast`): "Hello world" -> "Hello", " world";
 2. map each piece's UTF-8 bytes to the byte characters;
 3. inside the piece, repeatedly merge the adjacent pair with the lowest rank (line number in
    `merges.txt`) until no pair has a rank;
@@ -36,7 +36,7 @@ from typing import Collection, Iterable, Literal
 from lm.errors import ConfigError, TokenizerFileError, SpecialTokenError
 from lm.tokenizers.bpe import merge_by_rank
 from lm.tokenizers.bpe_fast import fast_merges
-from lm.tokenizers.pretokenize import pretokenize
+from lm.tokenizers.pretokenize_fast import pretokenize
 from lm.utils import atomic_write_json, atomic_write_text, no_duplicate_keys
 
 EOT = "<|endoftext|>"
