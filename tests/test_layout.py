@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ast
+import doctest
+import importlib
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,14 @@ def test_no_imports_inside_functions(path):
                 if target.split(".")[0] not in OPTIONAL:
                     hidden.append((fn.name, target, node.lineno))
     assert hidden == [], "imports inside functions (only optional dependencies may hide there)"
+
+
+MODULES = sorted({module_name(f) for f in FILES})
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    """The tiny examples in docstrings are true (those marked `# doctest: +SKIP` need files or time)."""
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0

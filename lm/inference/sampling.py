@@ -4,7 +4,7 @@ Two implementations of the same rules:
 
 * `sample_token` -- the book's NumPy function, one logits vector at a time, kept as the readable
   reference (validate inputs; penalties; temperature; top-k; top-p; softmax; draw).
-* `process_logits` / `sample_next` -- the batched torch version that `lm/generate.py` calls on a
+* `process_logits` / `sample_next` -- the batched torch version that `lm/inference/generate.py` calls on a
   (B, V) logits tensor every step. Tests check both give the same distribution.
 
 Order, as in the book (and the transformers library): repetition penalty, presence penalty,

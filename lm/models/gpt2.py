@@ -1,6 +1,6 @@
 """GPT-2 (chapter 5): the decoder of chapter 4 with the details OpenAI's checkpoints need.
 
-Differences from `lm/transformer.py`'s decoder, all dictated by the released weights:
+Differences from chapter 4's decoder (`lm/models/transformer.py`), all dictated by the released weights:
 learned position embeddings (`wpe`), LayerNorm *before* attention and MLP (pre-LN) plus one final
 LayerNorm (`ln_f`), GELU with the tanh approximation ("gelu_new"), one fused q/k/v projection
 (`c_attn`), and an output layer that reuses the token embedding matrix (tied LM head).
@@ -10,14 +10,25 @@ checkpoint maps onto this model by name; the only conversion is that Hugging Fac
 projections as `Conv1D` weights of shape (in, out), the transpose of `nn.Linear`'s (out, in).
 
     >>> model = GPT2.from_pretrained("../shared/fixtures/gpt2_lm_safetensors")   # doctest: +SKIP
-    >>> logits = model(torch.tensor([[5, 17, 300]]))                           # doctest: +SKIP  (1, 3, 512)
+    >>> logits = model(torch.tensor([[5, 17, 300]]))                           # doctest: +SKIP
     >>> model.save_pretrained("runs/my_gpt2")                                   # doctest: +SKIP
 
 Classes: `GPT2` (language model, tied head), `GPT2ForSequenceClassification` (a `score` head read
 at the last real token, for 5.6), `GPT2Base` (hidden states only); all share `from_pretrained` /
-`save_pretrained`. The configuration (`GPT2Config`, read from `config.json`) is in
-`lm/gpt2_config.py`; the linear layers are `lm.models.fast_linear.Linear` (an `nn.Linear` with a faster CPU
-inference kernel). Generation with a KV cache lives in `lm/generate.py`; this module only provides
+`save_pretrained`. The configuration (`GPT2Config`, the fields of `config.json`) comes first; the
+linear layers are `lm.models.fast_linear.Linear` (an `nn.Linear` with a faster CPU inference
+kernel). Generation goes through `lm/inference/generate.py` with the protocol every model here
+implements: `forward(input_ids, attention_mask=None, position_ids=None, cache=None)` and
+`new_cache(batch, max_len)`; the KV cache, the mask builder and the position ids are chapter 4's
+(`lm/models/transformer.py`).
+
+    >>> cfg = GPT2Config(vocab_size=512, n_embd=64, n_layer=2, n_head=4)
+    >>> cfg.head_dim
+    16
+    >>> GPT2Config.from_dict({"n_embd": 64, "n_head": 3})
+    Traceback (most recent call last):
+    ...
+    lm.errors.CheckpointError: config: n_embd 64 is not divisible by n_head 3
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 Tokens become integer ids; for each order k >= 2 the n-grams are one sorted array of packed keys
 `prefix_index * (V + 1) + word`, where `prefix_index` is the position of the (k-1)-gram in the
 order below (a trie in flat arrays), so lookups are `np.searchsorted` and whole test sets are
-scored at once (`lm.ngram.CountLM`, `lm.ngram.kneser_ney`). Saved as an `.npz` of plain arrays and a
+scored at once (`lm.ngram.backoff.CountLM`, `lm.ngram.kneser_ney`). Saved as an `.npz` of plain arrays and a
 JSON header, read back without pickle and checked (`NGramFileError` names the file and problem).
 
 >>> c = NGramCounts.build(tokenize("The cat sat. The cat ran."), n=2)

@@ -1,6 +1,6 @@
 """Interpolated modified Kneser-Ney smoothing (Chen & Goodman, 1998) on the book's n-gram counts.
 
-The book's backoff model (lm/ngram.py) gives a seen n-gram its raw relative frequency and is not a
+The book's backoff model (lm/ngram/backoff.py) gives a seen n-gram its raw relative frequency and is not a
 probability distribution. Kneser-Ney fixes both problems:
 
     P_k(w | h) = (max(c_k(h w) - D_k(c_k(h w)), 0) + gamma_k(h) * P_{k-1}(w | h')) / c_k(h)

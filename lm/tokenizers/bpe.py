@@ -15,7 +15,7 @@ Two trainers produce the same merge list:
 
 - `train_reference` is the book's algorithm, kept as the readable reference: every step recounts
   every adjacent pair in every word and rewrites every word. Cost per merge ~ size of the corpus.
-- `train` (fast, in `lm/bpe_fast.py`) keeps the pair counts up to date incrementally: a merge only
+- `train` (fast, in `lm/tokenizers/bpe_fast.py`) keeps the pair counts up to date incrementally: a merge only
   visits the words that contain the pair (a pair -> words index) and changes only the counts next
   to each merge site; the best pair comes from a lazy max-heap (stale entries are fixed when they
   reach the top). Cost per merge ~ number of places the pair occurs: ~300x faster than the
