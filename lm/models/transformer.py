@@ -131,6 +131,21 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)      # (B, S)
 
 
+def last_token_index(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                     pad_token_id: int | None = None) -> torch.Tensor:
+    """(B,) index of each row's last real token: the rightmost mask-1 position, else the rightmost
+    token that is not `pad_token_id`, else the last column (where a classifier head reads)."""
+    B, T = input_ids.shape
+    if attention_mask is not None:
+        real = attention_mask.bool()                                # (B, T)
+    elif pad_token_id is not None:
+        real = input_ids != pad_token_id
+    else:
+        return torch.full((B,), T - 1, dtype=torch.long, device=input_ids.device)
+    idx = torch.arange(T, device=input_ids.device)                  # (T,)
+    return torch.where(real, idx, -1).max(dim=-1).values.clamp(min=0)  # (B,)
+
+
 class KVCache:
     """Preallocated keys and values of every layer: (n_layer, B, n_heads, max_len, head_dim) each.
 
