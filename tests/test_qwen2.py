@@ -201,6 +201,19 @@ def test_rmsnorm_is_chapter_4s_in_float32_and_rounds_like_the_reference_in_bf16(
     assert not torch.equal(got, (book.bfloat16()(xb)))      # bf16 arithmetic throughout would round differently
 
 
+def test_gradient_checkpointing_gives_the_same_gradients():
+    ids = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(3))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 9])
+    grads = []
+    for recompute in (False, True):
+        model = tiny().train()
+        model.model.gradient_checkpointing = recompute
+        model(ids, attention_mask=mask).logsumexp(-1).sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------
 # dtypes, saving and loading
 # --------------------------------------------------------------------------------------------

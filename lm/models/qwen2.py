@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from lm.checkpoints.hf import load_folder, qwen2_from_hf, qwen2_to_hf, read_config, save_weights
 from lm.errors import CheckpointError, ConfigError
@@ -261,11 +262,17 @@ class Qwen2Block(nn.Module):
 
 
 class Qwen2Model(nn.Module):
-    """Embedding + blocks + final RMSNorm: hidden states (B, T, C)."""
+    """Embedding + blocks + final RMSNorm: hidden states (B, T, C).
+
+    `gradient_checkpointing = True`: while training, keep only each block's input and recompute the
+    block in the backward pass (about a third more compute for a fraction of the activation
+    memory; bench/grpo_memory.py), as the book's 1.5B GRPO run does.
+    """
 
     def __init__(self, cfg: Qwen2Config):
         super().__init__()
         self.config = cfg
+        self.gradient_checkpointing = False
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList([Qwen2Block(cfg, i) for i in range(cfg.num_hidden_layers)])
         self.norm = Qwen2RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
@@ -292,8 +299,12 @@ class Qwen2Model(nn.Module):
         x = self.embed_tokens(input_ids)                                     # (B, T, C)
         cos, sin = rope_cos_sin(position_ids, self.config.head_size, self.config.rope_theta, x.dtype)
         mask = causal_mask(attention_mask, past, T, input_ids.device)      # (B or 1, 1, T, past+T) or None
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled() and cache is None
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, cache)
+            if recompute:
+                x = checkpoint(layer, x, cos, sin, mask, None, use_reentrant=False)  # (B, T, C)
+            else:
+                x = layer(x, cos, sin, mask, cache)                                   # (B, T, C)
         if cache is not None:
             cache.length = past + T
         return self.norm(x)                                                  # (B, T, C)
