@@ -45,7 +45,7 @@ from torch.utils.checkpoint import checkpoint
 from lm.checkpoints.hf import load_folder, qwen2_from_hf, qwen2_to_hf, read_config, save_weights
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear
-from lm.models.transformer import KVCache, RMSNorm, causal_mask, last_token_index, positions_from_mask
+from lm.models.transformer import KVCache, RMSNorm, causal_mask, check_mask_and_positions, last_token_index
 from lm.utils import atomic_write_json
 
 ROPE_KEYS = ("rope_theta", "rope_type", "type")   # what rope_parameters / rope_scaling may hold
@@ -281,21 +281,9 @@ class Qwen2Model(nn.Module):
                 position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         """`attention_mask` (B, past+T): 1 = token, 0 = (left) padding, covering cached positions too.
         `position_ids` (B, T) default to counting real tokens from the mask (past.. with a cache)."""
-        if input_ids.dim() != 2:
-            raise ConfigError(f"input_ids must have shape (batch, time), got {tuple(input_ids.shape)}")
-        B, T = input_ids.shape
+        T = input_ids.shape[-1]
         past = cache.length if cache is not None else 0
-        if attention_mask is not None:
-            if attention_mask.shape != (B, past + T):
-                raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
-                                  f"{(B, past + T)} (it covers cached and new positions)")
-            if bool(attention_mask.all()):
-                attention_mask = None                                       # no padding: plain causal
-        if position_ids is None:
-            if attention_mask is not None:
-                position_ids = positions_from_mask(attention_mask)[:, past:]                # (B, T)
-            else:
-                position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
+        attention_mask, position_ids = check_mask_and_positions(input_ids, attention_mask, position_ids, past)
         x = self.embed_tokens(input_ids)                                     # (B, T, C)
         cos, sin = rope_cos_sin(position_ids, self.config.head_size, self.config.rope_theta, x.dtype)
         mask = causal_mask(attention_mask, past, T, input_ids.device)      # (B or 1, 1, T, past+T) or None
