@@ -353,20 +353,9 @@ class DecoderLanguageModel(nn.Module):
         attention_mask (B, past+T): 1 = token, 0 = padding, covering cached positions too.
         position_ids (B, T): default 0.. counted from the mask's real tokens (or past..past+T-1).
         """
-        if input_ids.dim() != 2:
-            raise ConfigError(f"input_ids must have shape (batch, time), got {tuple(input_ids.shape)}")
-        B, T = input_ids.shape
+        T = input_ids.shape[-1]
         past = cache.length if cache is not None else 0
-        if attention_mask is not None:
-            if attention_mask.shape != (B, past + T):
-                raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
-                                  f"{(B, past + T)} (it covers cached and new positions)")
-            if bool(attention_mask.all()):
-                attention_mask = None                                          # no padding: plain causal
-        if position_ids is None and attention_mask is not None:
-            position_ids = positions_from_mask(attention_mask)[:, past:]       # (B, T)
-        elif position_ids is None and past:
-            position_ids = torch.arange(past, past + T, device=input_ids.device).expand(B, T)
+        attention_mask, position_ids = check_mask_and_positions(input_ids, attention_mask, position_ids, past)
         x = self.embedding(input_ids)                                          # (B, T, C)
         for layer in self.layers:
             x = layer(x, attention_mask, position_ids, cache)                  # (B, T, C)
