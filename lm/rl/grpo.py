@@ -111,7 +111,8 @@ def rollout(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], cfg:
     rows = [ids for ids in prompts for _ in range(cfg.group_size)]              # repeat_interleave
     _, prompt_mask = left_pad(rows, eos_id)                                     # (N, T)
     out = generate(model, rows, cfg.max_new_tokens, stop_token_ids=[eos_id], pad_token_id=eos_id,
-                   sampling=SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p), generator=generator)
+                   sampling=SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p), generator=generator,
+                   vocab_limit=tokenizer.vocab_size)
     T = prompt_mask.shape[1]
     cmask = completion_mask(out[:, T:], eos_id)                                 # (N, K)
     texts = []
@@ -315,7 +316,8 @@ def greedy_completions(model: torch.nn.Module, tokenizer, problems: Sequence[Pro
     model.eval()
     for i in range(0, len(problems), batch_size):
         prompts = [tokenizer.encode(build_prompt(p.question)) for p in problems[i:i + batch_size]]
-        out = generate(model, prompts, max_new_tokens, stop_token_ids=[eos_id], pad_token_id=eos_id)
+        out = generate(model, prompts, max_new_tokens, stop_token_ids=[eos_id], pad_token_id=eos_id,
+                       vocab_limit=tokenizer.vocab_size)
         T = max(len(p) for p in prompts)
         for row in out[:, T:].tolist():
             texts.append(tokenizer.decode(row[:row.index(eos_id)] if eos_id in row else row))
