@@ -51,20 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true",
                    help="list the stages and which are available (implemented); runs nothing")
-    p.add_argument("--only", help="comma-separated stages to run, e.g. bpe,count_lm")
-    p.add_argument("--skip", help="comma-separated stages to leave out")
-    p.add_argument("--data-dir", help="data folder in the layout of data/ (default: $LM_DATA_DIR or the embedded data/)")
-    p.add_argument("--out", help="output folder (default: runs/<timestamp>)")
+    p.add_argument("--only", metavar="STAGES", help="comma-separated stages to run, e.g. bpe,count_lm")
+    p.add_argument("--skip", metavar="STAGES", help="comma-separated stages to leave out")
+    p.add_argument("--data-dir", metavar="DIR", help="data folder in the layout of data/ (default: $LM_DATA_DIR or the embedded data/)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<timestamp>)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="quick", action="store_true", default=True,
                       help="small sizes: the whole run fits in about 10 minutes on 2 CPU cores (default)")
     size.add_argument("--full", dest="quick", action="store_false", help="the book's sizes (slow on a CPU)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for every stage (default 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed for every stage (default 0)")
+    p.add_argument("--device", default=None, metavar="NAME", help="cpu, cuda, mps (default: best available)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads for every stage (default: torch's choice, one per core); "
                         "1 is faster for the small quick models on a busy machine")
-    p.add_argument("--gpt2", default=None,
+    p.add_argument("--gpt2", default=None, metavar="FOLDER",
                    help="folder with real GPT-2 weights and tokenizer (Hugging Face layout) for chapter 5, "
                         "or a hub name (gpt2, gpt2-medium, ...) to download when online")
     p.add_argument("--quiet", action="store_true", help="no progress output; only errors and the final table")
@@ -208,7 +208,7 @@ def run_stages(args: argparse.Namespace, check: Preflight, out: Path, selected: 
         print(f"\nsummary: {out / 'summary.json'}")
         try:
             report = write_report(out)
-            print(f"report:  {report.path}" + ("" if report.pictures else f"  ({report.note})"))
+            print(f"report:  {report.path}" + (f"  ({report.note})" if report.note else ""))
         except Exception as e:   # the run's results are safe in summary.json; say what went wrong
             print(f"report: not written ({type(e).__name__}: {e}); rebuild it with python -m lm.report {out}",
                   file=sys.stderr)

@@ -5,6 +5,7 @@ it as a PNG, atomically. `lm/report.py` decides what to draw for which stage; st
 
     loss_surface          chapter 1: J(w, b) with the gradient-descent path (quadratic_loss)
     loss_curves           training and validation loss by step, from the engine's metrics.jsonl
+    compare_losses        several stages' loss curves on one axis (chapters 3-4: RNN vs decoder)
     perplexity_by_order   the n-gram perplexity table by order n (count_lm)
     sampling_demos        exact vs sampled token distributions for the book's demos (sampling)
     accuracy_curve        accuracy per epoch of a classifier, beside the book's when known
@@ -129,6 +130,22 @@ def loss_curves(records: list[dict], path: str | os.PathLike, title: str) -> Pat
         ax.plot(vx, vy, "o-" if len(vx) > 1 else "o", color="C3", ms=6, lw=1.4, label="validation loss")
         ax.annotate(f"{vy[-1]:.3f} (perplexity {np.exp(vy[-1]):.2f})", (vx[-1], vy[-1]), textcoords="offset points",
                     xytext=(-8, 10), ha="right", fontsize=8, color="C3")
+    _style(ax, title, "optimizer step", "cross-entropy loss (nats)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def compare_losses(curves: dict[str, list[dict]], path: str | os.PathLike, title: str) -> Path:
+    """Training loss (lines) and validation loss (dots) of several runs by step, one colour each."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for i, (label, records) in enumerate(curves.items()):
+        xs, ys = _series(records, "loss")
+        ax.plot(xs, ys, "-", color=f"C{i}", lw=1.4, label=f"{label}: training")
+        vx, vy = _series(records, "val_loss")
+        if len(vx):
+            ax.plot(vx, vy, "o--" if len(vx) > 1 else "o", color=f"C{i}", ms=6, lw=1,
+                    label=f"{label}: validation {vy[-1]:.3f} (perplexity {np.exp(vy[-1]):.2f})")
     _style(ax, title, "optimizer step", "cross-entropy loss (nats)")
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -46,10 +46,10 @@ BOOK: dict[str, dict[str, tuple[str, str]]] = {
     "emotion_classifier": {"accuracy": ("0.9460", "GPT-2 124M with a classification head, 8 epochs")},
     "instruct_sft": {"loss_per_epoch": ("0.4222", "mean training loss of the 4th (last) epoch, GPT-2 124M")},
     "doc_labeling": {"accuracy": ("0.7931", "roberta-base on LLM labels, 38 classes, 435 test items")},
-    "grpo": {"accuracy_before": ("0.2333", "Qwen2.5-1.5B-Instruct, 30 GSM8K items, before GRPO"),
-             "accuracy_after": ("0.9000", "after 500 GRPO steps (the book's data-parallel notebook)")},
-    "grpo_ddp": {"accuracy_before": ("0.2333", "Qwen2.5-1.5B-Instruct, 30 GSM8K items, before GRPO"),
-                 "accuracy_after": ("0.9000", "after 500 GRPO steps on 8 GPUs")},
+}
+BOOK["grpo"] = BOOK["grpo_ddp"] = {   # the book's GRPO result (its data-parallel notebook)
+    "accuracy_before": ("0.2333", "Qwen2.5-1.5B-Instruct, 30 held-out GSM8K train items, before GRPO"),
+    "accuracy_after": ("0.9000", "the same items after 500 GRPO steps"),
 }
 
 # The book's accuracy after each epoch (test split), drawn beside ours.
@@ -60,6 +60,9 @@ BOOK_PER_EPOCH: dict[str, list[float]] = {
                      0.9315, 0.9325, 0.9345, 0.9265, 0.9375, 0.9380, 0.9390, 0.9370, 0.9420],
     "emotion_classifier": [0.9230, 0.9310, 0.9410, 0.9395, 0.9340, 0.9395, 0.9400, 0.9460],
 }
+
+# Stages whose training curves belong on one picture: (stages, what the picture shows).
+COMPARE = [(("rnn_lm", "decoder_lm"), "chapters 3-4, RNN vs decoder: same data, tokenizer and token budget")]
 
 NO_PICTURES = "pictures not drawn: matplotlib is not installed (pip install -e '.[plot]', then python -m lm.report OUT)"
 
@@ -263,6 +266,14 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
         for caption, png in drawn:
             report.pictures.append(png)
             lines += [f"![{name}: {caption}]({png.relative_to(run_dir).as_posix()})", ""]
+    if draw:
+        for group, what in COMPARE:
+            logs = {n: run_dir / n / "metrics.jsonl" for n in group}
+            if all(n in stages and logs[n].is_file() for n in group):
+                png = plots.compare_losses({n: read_jsonl(p) for n, p in logs.items()},
+                                           plot_dir / f"{'_vs_'.join(group)}.png", what)
+                report.pictures.append(png)
+                lines += [f"### {' vs '.join(group)}", "", f"![{what}]({png.relative_to(run_dir).as_posix()})", ""]
     atomic_write_text(report.path, "\n".join(lines).rstrip() + "\n")
     return report
 

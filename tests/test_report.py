@@ -38,6 +38,8 @@ def run_dir(tmp_path) -> Path:
           [{"step": s, "loss": 6.0 / (1 + s / 50), "lr": 1e-3} for s in range(10, 501, 10)]
           + [{"step": 500, "val_loss": 1.1, "val_perplexity": 3.0}])
     (run / "rnn_lm" / "metrics.jsonl").open("a").write('{"step": 510, "lo')     # a line cut by Ctrl-C
+    jsonl(run / "decoder_lm" / "metrics.jsonl",
+          [{"step": s, "loss": 5.0 / (1 + s / 30)} for s in range(10, 501, 10)] + [{"step": 500, "val_loss": 0.6}])
     jsonl(run / "grpo" / "policy" / "metrics.jsonl",
           [{"step": s, "reward_mean": 1 + s / 100, "reward_std": 0.3, "kl": s / 1e3, "completion_length": 200 - s,
             "clip_fraction": 0.01, "reward_format": 0.5 + s / 400, "reward_correctness": 0.5 + s / 200,
@@ -55,6 +57,7 @@ def run_dir(tmp_path) -> Path:
                                  "book_normalised": [1237.6, 615.2, 700.0, 800.0, 850.0],
                                  "kn": [1221.5, 531.7, 495.0, 492.0, 491.2]}}},
         "rnn_lm": {"status": "ok", "seconds": 20.0, "metrics": {"val_perplexity": 3.0, "tokens": 1000}},
+        "decoder_lm": {"status": "ok", "seconds": 25.0, "metrics": {"val_perplexity": 1.82, "tokens": 1000}},
         "sampling": {"status": "interrupted", "seconds": 3.0, "metrics": {}},
         "emotion_lr": {"status": "skipped", "seconds": 0.0, "metrics": {}, "note": "not implemented"},
         "emotion_cnn": {"status": "ok", "seconds": 9.0, "metrics": {
@@ -90,14 +93,15 @@ def test_report_lists_every_stage_and_links_only_pictures_that_exist(run_dir):
     rows = table_rows(md)
     assert list(rows) == STAGE_NAMES                                    # every stage, in book order
     assert rows["bpe"] == "failed" and rows["sampling"] == "interrupted" and rows["emotion_lr"] == "skipped"
-    assert rows["decoder_lm"] == "not in this run"
+    assert rows["emotion_sft"] == "not in this run"
     links = linked(md)
     assert sorted(links) == sorted(p.relative_to(run_dir).as_posix() for p in report.pictures)
     for link in links:
         assert (run_dir / link).read_bytes()[:8] == PNG, link
     assert sorted(Path(link).name for link in links) == sorted([
         "quadratic_loss_descent.png", "count_lm_perplexity.png", "rnn_lm_loss.png", "emotion_cnn_accuracy.png",
-        "emotion_cnn_confusion.png", "grpo_grpo_policy.png", "sampling_demos.png"])   # drawn also when interrupted
+        "emotion_cnn_confusion.png", "grpo_grpo_policy.png", "sampling_demos.png",   # drawn also when interrupted
+        "decoder_lm_loss.png", "rnn_lm_vs_decoder_lm.png"])
     assert not (run_dir / "plots" / "stale.png").exists()
     text = md.read_text()
     assert "> failed: DataError: news/train.txt: empty file" in text and "> interrupted" in text
@@ -110,7 +114,8 @@ def test_beside_the_book(run_dir):
     assert "| emotion_cnn | accuracy | 0.8712 | 0.9055 |" in text
     assert "| emotion_lr | accuracy | — | 0.8855 |" in text                   # not run: the book's figure still shown
     assert "| grpo | accuracy_after | 0.5000 | 0.9000 |" in text
-    assert "decoder_lm | val_perplexity" not in text                          # not in this run
+    assert "| decoder_lm | val_perplexity | 1.82 | 55.19 |" in text
+    assert "emotion_sft | accuracy" not in text                               # not in this run
     assert BOOK["rnn_lm"]["val_perplexity"][0] == "72.41" and BOOK["decoder_lm"]["val_perplexity"][0] == "55.19"
 
 
