@@ -64,7 +64,7 @@ BOOK_PER_EPOCH: dict[str, list[float]] = {
 # Stages whose training curves belong on one picture: (stages, what the picture shows).
 COMPARE = [(("rnn_lm", "decoder_lm"), "chapters 3-4, RNN vs decoder: same data, tokenizer and token budget")]
 
-NO_PICTURES = "pictures not drawn: matplotlib is not installed (pip install -e '.[plot]', then python -m lm.report OUT)"
+NO_PICTURES = "pictures not drawn: matplotlib is not installed (pip install -e '.[plot]', then python -m lm.report {run})"
 
 
 @dataclass
@@ -204,7 +204,7 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
     report = Report(run_dir / "report.md")
     draw = pictures and plots.available()
     if not draw:
-        report.note = NO_PICTURES if pictures else "pictures not asked for"
+        report.note = NO_PICTURES.format(run=run_dir) if pictures else "pictures not asked for"
     plot_dir = run_dir / "plots"
     if draw:
         plot_dir.mkdir(exist_ok=True)
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"report: {report.path} ({len(report.pictures)} pictures)")
     if report.note:
-        print(report.note.replace("OUT", str(args.run_dir)))
+        print(report.note)
     return 0
 
 

@@ -28,6 +28,8 @@ from lm.tokenizers.gpt2 import BYTE_ORDER, EOT, GPT2Tokenizer
 spec = importlib.util.spec_from_file_location("run_all_pf", REPO / "run_all.py")
 run_all = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(run_all)
+for _name in STAGE_NAMES:        # import every stage module now: the timings below are the pre-flight's alone
+    load_stage(_name)
 
 
 # --------------------------------------------------------------------------------------------

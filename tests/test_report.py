@@ -125,9 +125,10 @@ def test_without_matplotlib_the_report_says_how_and_links_nothing(run_dir, monke
     monkeypatch.setitem(sys.modules, "matplotlib", None)                      # as if not installed
     assert not plots.available()
     report = write_report(run_dir)
-    assert report.pictures == [] and report.note == NO_PICTURES
+    assert report.pictures == [] and report.note == NO_PICTURES.format(run=run_dir)
     assert linked(report.path) == []
-    assert f"> {NO_PICTURES}" in report.path.read_text() and "pip install -e '.[plot]'" in NO_PICTURES
+    assert f"> {report.note}" in report.path.read_text()
+    assert "pip install -e '.[plot]', then python -m lm.report " + str(run_dir) in report.note
     assert list(table_rows(report.path)) == STAGE_NAMES
 
 

@@ -270,3 +270,20 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
     assert "interrupted again: exiting now" in err and "Traceback" not in err
     s = json.loads((tmp_path / "run" / "summary.json").read_text())   # written before the report
     assert s["status"] == "interrupted" and s["stages"]["embedding_vs_linear"]["status"] == "interrupted"
+
+
+def test_sampling_fails_when_an_input_check_lets_bad_input_through(tmp_path, monkeypatch):
+    """A stage that cannot do part of its job fails; it is never ok with a quiet message."""
+    from lm.stages import sampling
+    monkeypatch.setattr(sampling, "ERRORS", sampling.ERRORS + [("a valid input", dict(temperature=1.0))])
+    with pytest.raises(RuntimeError, match="sample_token accepted invalid input: a valid input"):
+        sampling.run(lm.stages.RunConfig(run_dir=tmp_path), sampling.Settings(draws=10), REPO / "data", tmp_path)
+
+
+def test_without_matplotlib_one_line_says_how_to_get_the_pictures(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)                     # as if not installed
+    assert run_all.main(["--only", "quadratic_loss", "--out", str(tmp_path), "--quiet"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "not installed" in ln]
+    assert lines == [f"report:  {tmp_path / 'report.md'}  (pictures not drawn: matplotlib is not installed "
+                     f"(pip install -e '.[plot]', then python -m lm.report {tmp_path}))"]
+    assert "![" not in (tmp_path / "report.md").read_text()
