@@ -210,6 +210,7 @@ def test_a_good_folder_has_no_problems(tmp_path):
     folder = tiny_gpt2(tmp_path / "g")
     assert check_model_folder(folder) == []
     assert tokenizer_size(folder) == (257, folder / "vocab.json")
+    assert GPT2.check_pretrained(folder).vocab_size == 257
     model = GPT2.from_pretrained(folder)
     assert model.config.vocab_size == 257
 
@@ -223,6 +224,8 @@ def test_tokenizer_larger_than_the_vocabulary(tmp_path):
     assert "does not belong to this model" in problems[0] and str(folder / "vocab.json") in problems[0]
     with pytest.raises(CheckpointError, match="ids 200-256 have no embedding row"):
         GPT2.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match="ids 200-256 have no embedding row"):
+        GPT2.check_pretrained(folder)                                # the same, without loading weights
     with pytest.raises(CheckpointError, match="vocab_size is 200"):
         check_tokenizer_fits(folder, 200)
     check_tokenizer_fits(folder, 257)                                # equal: fine

@@ -208,8 +208,8 @@ def download_all(cache_dir: str | os.PathLike | None = None, base_url: str | Non
 HUB = "https://huggingface.co"
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPT2_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
-GPT2_ADVICE = ("use --gpt2 FOLDER with a local copy of the model instead (a folder holding "
-               + ", ".join(GPT2_FILES) + "), or leave --gpt2 out to train the small GPT-2 here")
+GPT2_ADVICE = ("use a local copy of the model instead: run_all.py --gpt2 FOLDER, a folder holding "
+               + ", ".join(GPT2_FILES) + " (or leave --gpt2 out: run_all.py then trains a small GPT-2 itself)")
 # Digests known here (../shared/data/SOURCES.md) for the 124M model's tokenizer files. The larger
 # models share the tokenizer, but we have not checked their files byte for byte: recorded on first use.
 GPT2_SHA256 = {
