@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm import plots
+from lm.data.loaders import EMBEDDED_DIR
 from lm.stages import STAGE_NAMES, load_stage
 from lm.utils import atomic_write_text
 
@@ -140,8 +141,9 @@ def _key_metrics(name: str) -> list[str] | None:
 # Drawing
 # --------------------------------------------------------------------------------------------
 
-def draw_stage(run_dir: Path, name: str, entry: dict, plot_dir: Path) -> list[tuple[str, Path]]:
-    """Every picture the stage's results allow: [(caption, png path)]."""
+def draw_stage(run_dir: Path, name: str, entry: dict, plot_dir: Path, real_data: bool = True) -> list[tuple[str, Path]]:
+    """Every picture the stage's results allow: [(caption, png path)]. `real_data`: False on the
+    embedded toy data, where the book's perplexity (on real Brown) is not drawn beside ours."""
     stage_dir = run_dir / name
     metrics = entry.get("metrics") or {}
     drawn: list[tuple[str, Path]] = []
@@ -154,7 +156,7 @@ def draw_stage(run_dir: Path, name: str, entry: dict, plot_dir: Path) -> list[tu
         drawn.append(("J(w, b) and the gradient-descent path", plots.loss_surface(descent, out("descent"))))
     if isinstance(metrics.get("perplexity_table"), dict):
         book = BOOK.get(name, {}).get("perplexity_book", (None,))[0]
-        book = float(book) if book is not None else None
+        book = float(book) if book is not None and real_data else None
         drawn.append(("test perplexity by n-gram order", plots.perplexity_by_order(metrics["perplexity_table"],
                                                                                     out("perplexity"), book)))
     demos = _read_json(stage_dir / "demos.json") if (stage_dir / "demos.json").is_file() else None
@@ -201,6 +203,7 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
     if not isinstance(summary, dict) or not isinstance(summary.get("stages"), dict):
         raise FileNotFoundError(f"{run_dir / 'summary.json'}: missing or not a run summary (is {run_dir} a run folder?)")
     stages: dict = summary["stages"]
+    real_data = summary.get("data_dir") is None or Path(summary["data_dir"]).resolve() != EMBEDDED_DIR.resolve()
     report = Report(run_dir / "report.md")
     draw = pictures and plots.available()
     if not draw:
@@ -242,7 +245,10 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
     if book_rows:
         lines += ["", "## Beside the book", "",
                   "The book's figures come from its notebooks, on its data and models; this run's come from "
-                  "the data and sizes above, so they agree where the setting is the same.", "",
+                  "the data and sizes above, so they agree where the setting is the same."
+                  + ("" if real_data else " **This run used the embedded toy data** (a small invented world): "
+                     "its numbers do not compare with the book's; run with `--data-dir` on the real data for that."),
+                  "",
                   "| stage | metric | this run | the book | the book's setting |", "|---|---|---:|---:|---|"]
         lines += book_rows
 
@@ -254,7 +260,7 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
         drawn = []
         if draw:
             try:
-                drawn = draw_stage(run_dir, name, e, plot_dir)
+                drawn = draw_stage(run_dir, name, e, plot_dir, real_data)
             except Exception as err:   # a picture must never cost the report
                 lines += [f"### {name}", "", f"> could not draw: {type(err).__name__}: {err}", ""]
                 continue

@@ -11,6 +11,7 @@ import pytest
 
 from lm import plots
 from lm.basics.quadratic_loss import closed_form
+from lm.data.loaders import EMBEDDED_DIR
 from lm.report import BOOK, NO_PICTURES, _like, format_metrics, main, write_report
 from lm.stages import STAGE_NAMES, RunConfig
 from lm.stages import quadratic_loss as quadratic_stage
@@ -65,7 +66,7 @@ def run_dir(tmp_path) -> Path:
             "confusion": {"labels": labels, "matrix": matrix}}},
         "grpo": {"status": "ok", "seconds": 30.0, "metrics": {"accuracy_before": 0.1, "accuracy_after": 0.5}},
     }
-    atomic_write_json(run / "summary.json", {"data_dir": "data", "quick": True, "seed": 0, "threads": 2,
+    atomic_write_json(run / "summary.json", {"data_dir": "/real/data", "quick": True, "seed": 0, "threads": 2,
                                              "status": "interrupted", "exit_code": 130, "stages": stages})
     return run
 
@@ -116,6 +117,14 @@ def test_beside_the_book(run_dir):
     assert "| grpo | accuracy_after | 0.5000 | 0.9000 |" in text
     assert "| decoder_lm | val_perplexity | 1.82 | 55.19 |" in text
     assert "emotion_sft | accuracy" not in text                               # not in this run
+    assert "embedded toy data" not in text
+
+
+def test_on_the_toy_data_the_report_says_the_book_does_not_compare(run_dir):
+    s = json.loads((run_dir / "summary.json").read_text())
+    atomic_write_json(run_dir / "summary.json", {**s, "data_dir": str(EMBEDDED_DIR)})
+    text = write_report(run_dir, pictures=False).path.read_text()
+    assert "**This run used the embedded toy data**" in text and "do not compare with the book's" in text
     assert BOOK["rnn_lm"]["val_perplexity"][0] == "72.41" and BOOK["decoder_lm"]["val_perplexity"][0] == "55.19"
 
 
