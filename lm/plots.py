@@ -193,13 +193,15 @@ def perplexity_by_order(table: dict, path: str | os.PathLike, book: float | None
                               ("book_normalised", "the same, rescaled to sum to 1", "^--"),
                               ("kn", "Kneser-Ney", "s-")):
         if key in table:
-            ax.plot(n, table[key], style, lw=1.5, ms=5, label=label)
-    if "book" in table:
-        ax.annotate(f"{table['book'][-1]:.2f}", (n[-1], table["book"][-1]), textcoords="offset points",
-                    xytext=(6, -3), fontsize=8, color="C0")
+            ax.plot(n, table[key], style, lw=1.5, ms=5, label=f"{label} (n={n[-1]}: {table[key][-1]:.2f})")
     if book is not None:
-        ax.plot([n[-1]], [book], "*", color="0.35", ms=11, label=f"the book prints {book:g} (n={n[-1]}, its Brown copy)")
+        ax.plot([n[-1] + 0.15], [book], "*", color="0.35", ms=11,       # beside ours, not hiding it
+                label=f"the book prints {book:g} (n={n[-1]}, its Brown copy)")
     ax.set_yscale("log")
+    ticker = _pyplot().matplotlib.ticker
+    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))   # 300, not 3 x 10^2
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xticks(n)
     _style(ax, "n-gram test perplexity by order", "order n (context of n - 1 words)", "perplexity (log scale)")
     ax.legend(fontsize=8)

@@ -241,7 +241,7 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
     for name in names:
         for key, (value, what) in BOOK.get(name, {}).items():
             ours = (stages[name].get("metrics") or {}).get(key)
-            book_rows.append(f"| {name} | {key} | {_like(ours, value)} | {value} | {_cell(what)} |")
+            book_rows.append(f"| {name} | {key} | {_like(ours, value)} | {_like(float(value), value)} | {_cell(what)} |")
     if book_rows:
         lines += ["", "## Beside the book", "",
                   "The book's figures come from its notebooks, on its data and models; this run's come from "
