@@ -51,6 +51,7 @@ BOOK: dict[str, dict[str, tuple[str, str]]] = {
 BOOK["grpo"] = BOOK["grpo_ddp"] = {   # the book's GRPO result (its data-parallel notebook)
     "accuracy_before": ("0.2333", "Qwen2.5-1.5B-Instruct, 30 held-out GSM8K train items, before GRPO"),
     "accuracy_after": ("0.9000", "the same items after 500 GRPO steps"),
+    "reward_last": ("2.25", "mean reward of steps 401-500 (at most 2.8)"),
 }
 
 # The book's accuracy after each epoch (test split), drawn beside ours.
@@ -86,7 +87,11 @@ def format_value(v) -> str:
 
 
 def format_metrics(metrics: dict, keys: list[str] | None, limit: int = 3) -> str:
-    """`key=value` for the stage's KEY_METRICS (else its first `limit` numbers), as in run_all's table."""
+    """`key=value` for the stage's KEY_METRICS (else its first `limit` numbers), as in run_all's table.
+
+    >>> format_metrics({"val_perplexity": 2.57312, "tokens": 456160, "samples": {}}, None)
+    'val_perplexity=2.573 tokens=456160'
+    """
     keys = keys or [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)][:limit]
     return " ".join(f"{k}={format_value(metrics[k])}" for k in keys if k in metrics)
 
@@ -169,10 +174,10 @@ def draw_stage(run_dir: Path, name: str, entry: dict, plot_dir: Path, real_data:
         rel = log.parent.relative_to(stage_dir)
         tag = "" if rel == Path(".") else "_" + "_".join(rel.parts)
         where = "" if rel == Path(".") else f" ({rel.as_posix()})"
-        if plots.has_rewards(records):
+        if plots.has_rewards(records):      # GRPO (its surrogate loss is no cross-entropy: not drawn as one)
             drawn.append((f"GRPO: reward, KL and completion length{where}",
                           plots.grpo_curves(records, out(f"grpo{tag}"), f"{name}{where}")))
-        if plots.has_loss(records):
+        elif plots.has_loss(records):
             drawn.append((f"training and validation loss{where}",
                           plots.loss_curves(records, out(f"loss{tag}"), f"{name}{where}: training and validation loss")))
     acc = metrics.get("accuracy_per_epoch")

@@ -44,7 +44,7 @@ def run_dir(tmp_path) -> Path:
     jsonl(run / "grpo" / "policy" / "metrics.jsonl",
           [{"step": s, "reward_mean": 1 + s / 100, "reward_std": 0.3, "kl": s / 1e3, "completion_length": 200 - s,
             "clip_fraction": 0.01, "reward_format": 0.5 + s / 400, "reward_correctness": 0.5 + s / 200,
-            "tokens_per_s": 100.0} for s in range(1, 101)])
+            "loss": 0.001, "tokens_per_s": 100.0} for s in range(1, 101)])
     labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
     matrix = (np.eye(6) * 50 + rng.integers(0, 5, (6, 6))).astype(int).tolist()
     stages = {
