@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 from lm.errors import LMError, ConfigError, DataError
-from lm.data.fetch import (DEFAULT_TIMEOUT, default_cache_dir, extract_members, fetch_file, with_base, write_text_file)
+from lm.data.fetch import (DEFAULT_TIMEOUT, default_cache_dir, extract_members, fetch_file, removing_new_dirs,
+                           with_base, write_text_file)
 from lm.data.loaders import EMOTION_LABELS, book_shuffle, book_split, load_gsm8k, load_instruct, read_jsonl
 from lm.utils import atomic_open, atomic_path, say
 
@@ -173,18 +174,20 @@ def download_dataset(name: str, cache_dir: str | os.PathLike | None = None, base
     staging = root / ".downloads"
     raw: dict[str, Path] = {}
     urls = {r.filename: with_base(r.url, base_url) for r in source.remotes}
-    try:
-        for r in source.remotes:
-            raw[r.filename] = fetch_file(r.url, staging / r.filename, root, r.sha256, base_url, timeout)
-        source.build(raw, root, urls)
-    finally:
-        for path in raw.values():
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".plain").unlink(missing_ok=True)
+    # offline or failed: no empty cache folder left behind (removed after the raw files below)
+    with removing_new_dirs(staging, *{(root / rel).parent for rel in source.outputs}):
         try:
-            staging.rmdir()
-        except OSError:
-            pass
+            for r in source.remotes:
+                raw[r.filename] = fetch_file(r.url, staging / r.filename, root, r.sha256, base_url, timeout)
+            source.build(raw, root, urls)
+        finally:
+            for path in raw.values():
+                path.unlink(missing_ok=True)
+                path.with_name(path.name + ".plain").unlink(missing_ok=True)
+            try:
+                staging.rmdir()
+            except OSError:
+                pass
     say(f"{name}: {', '.join(source.outputs)} in {root}")
     return root
 
@@ -205,6 +208,8 @@ def download_all(cache_dir: str | os.PathLike | None = None, base_url: str | Non
 HUB = "https://huggingface.co"
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPT2_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+GPT2_ADVICE = ("use a local copy of the model instead: run_all.py --gpt2 FOLDER, a folder holding "
+               + ", ".join(GPT2_FILES) + " (or leave --gpt2 out: run_all.py then trains a small GPT-2 itself)")
 # Digests known here (../shared/data/SOURCES.md) for the 124M model's tokenizer files. The larger
 # models share the tokenizer, but we have not checked their files byte for byte: recorded on first use.
 GPT2_SHA256 = {
@@ -223,6 +228,7 @@ def download_gpt2(name: str, cache_dir: str | os.PathLike | None = None, base_ur
     -> <cache>/gpt2/<name>/ (files already there are kept); returns that folder.
 
     `base_url` (else $LM_HUB_BASE_URL, else $HF_ENDPOINT) replaces https://huggingface.co.
+    Offline, the error says to use `--gpt2 FOLDER` with a local copy, and no empty folder is left.
     """
     if name not in GPT2_NAMES:
         raise ConfigError(f"unknown GPT-2 model {name!r} (known: {', '.join(GPT2_NAMES)}; "
@@ -230,11 +236,13 @@ def download_gpt2(name: str, cache_dir: str | os.PathLike | None = None, base_ur
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     base_url = base_url or os.environ.get("LM_HUB_BASE_URL") or os.environ.get("HF_ENDPOINT") or None
     folder = root / "gpt2" / name
-    for filename in GPT2_FILES:   # config.json first: small, so an offline machine fails fast
-        dest = folder / filename
-        if dest.is_file() and not force:
-            continue
-        fetch_file(gpt2_url(name, filename), dest, root, GPT2_SHA256.get((name, filename)), base_url, timeout)
+    with removing_new_dirs(folder):   # offline: no empty cache folder left behind
+        for filename in GPT2_FILES:   # config.json first: small, so an offline machine fails fast
+            dest = folder / filename
+            if dest.is_file() and not force:
+                continue
+            fetch_file(gpt2_url(name, filename), dest, root, GPT2_SHA256.get((name, filename)), base_url, timeout,
+                       advice=GPT2_ADVICE)
     say(f"{name}: {', '.join(GPT2_FILES)} in {folder}")
     return folder
 
@@ -310,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lm.data.download", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Download the book's datasets (and GPT-2) into a cache laid out like data/.\n"
-                    "Needs a machine that is online; offline, use --data-dir with a local copy.",
+                    "Needs a machine that is online; offline, use --data-dir (and --gpt2 FOLDER) with a local copy.",
         epilog=f"datasets:\n{lines}\n\narxiv and iptc have no download; copy them from a data dir.")
     p.add_argument("datasets", nargs="*", metavar="DATASET",
                    help=f"datasets to fetch: {', '.join(SOURCES)} or all (default: all, unless --gpt2 is given)")

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, load_folder, read_config
+from lm.checkpoints.hf import check_tokenizer_fits, gpt2_from_hf, gpt2_to_hf, load_folder, read_config
 from lm.checkpoints.safetensors import save_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear
@@ -189,14 +189,24 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class Embedding(nn.Embedding):
+    """nn.Embedding that skips its random init on the meta device (`from_pretrained` builds the
+    model there to learn its shapes): torch's `normal_` on a meta tensor sets nothing and costs
+    seconds the first time (it imports a decomposition)."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
 class GPT2Model(nn.Module):
     """Embeddings + blocks + final LayerNorm: returns hidden states (B, T, C)."""
 
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.config = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)
+        self.wte = Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = Embedding(cfg.n_positions, cfg.n_embd)
         self.drop = nn.Dropout(cfg.embd_pdrop)
         self.h = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
@@ -276,22 +286,46 @@ class _Pretrained(nn.Module):
         save_safetensors(self._to_file_keys(), folder / "model.safetensors", {"format": "pt"})
 
     @classmethod
+    def read_config(cls, folder: str | os.PathLike) -> GPT2Config:
+        """The folder's `config.json` as a GPT2Config (CheckpointError naming the file if it is not one)."""
+        return GPT2Config.from_json(Path(folder) / "config.json")
+
+    @classmethod
+    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config: GPT2Config) -> dict[str, torch.Tensor]:
+        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes."""
+        with torch.device("meta"):
+            model = cls(config)                                       # shapes only, no memory, no init
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        return gpt2_from_hf(tensors, path, expected, cls._other_heads)
+
+    @classmethod
+    def check_pretrained(cls, folder: str | os.PathLike) -> GPT2Config:
+        """Everything `from_pretrained` checks, without reading the weights' bytes: config.json, the
+        weight files' headers (every name and shape against the config) and the tokenizer's ids
+        against `vocab_size`. Milliseconds for a 124M folder; raises CheckpointError. Returns the config."""
+        config = cls.read_config(folder)
+        check_tokenizer_fits(folder, config.vocab_size)
+        cls.state_from(*load_folder(folder, meta=True), config)
+        return config
+
+    @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | str | None = None,
                         device: str | torch.device = "cpu"):
         """Load config.json + weights (safetensors, sharded safetensors or pytorch_model.bin).
 
         Accepts both key layouts (with or without `transformer.`), transposes Conv1D weights,
         drops the `attn.bias` / `attn.masked_bias` buffers and ignores other heads' weights;
-        anything else missing, unexpected or of the wrong shape raises CheckpointError listing it.
+        anything else missing, unexpected or of the wrong shape raises CheckpointError listing it,
+        and so does a tokenizer in the folder with more ids than config.json's vocab_size
+        (`lm.checkpoints.hf.check_tokenizer_fits`).
         `dtype`: None loads float32, "auto" keeps the checkpoint's dtype, or a torch dtype.
         """
         folder = Path(folder)
-        config = GPT2Config.from_json(folder / "config.json")
-        tensors, path = load_folder(folder)
+        config = cls.read_config(folder)
+        check_tokenizer_fits(folder, config.vocab_size)
+        state = cls.state_from(*load_folder(folder), config)
         with torch.device("meta"):
-            model = cls(config)                                       # shapes only, no memory, no init
-        expected = {k: v.shape for k, v in model.state_dict().items()}
-        state = gpt2_from_hf(tensors, path, expected, cls._other_heads)
+            model = cls(config)
         if dtype == "auto":
             dtype = next(iter(state.values())).dtype
         dtype = dtype or torch.float32
