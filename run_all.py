@@ -7,7 +7,7 @@
     python -m lm.report runs/<timestamp>   # rebuild a run's report.md (and its pictures)
 
 Before the first stage starts, everything the run needs is checked (`lm/stages/preflight.py`): the
-flags, every data file the selected stages read, the --gpt2 folder, the out folder. Each problem is
+flags, every data file the selected stages read, the --gpt2 and --model folders, the out folder. Each problem is
 one line, all of them at once, and nothing runs.
 
 Each stage writes into OUT/<stage>/ and returns a dict of metrics; everything ends up in
@@ -42,7 +42,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES = f"""exit status:
   {EXIT_OK}    every stage ran ok (stages not implemented yet are skipped)
   {EXIT_FAILED}    a stage failed (the others still ran; see the table and OUT/summary.json)
-  {EXIT_USAGE}    bad invocation: a flag, the data, --gpt2 or --out is wrong; nothing was run
+  {EXIT_USAGE}    bad invocation: a flag, the data, --gpt2, --model or --out is wrong; nothing was run
   {EXIT_INTERRUPTED}  interrupted with Ctrl-C (the running stage is recorded as interrupted)"""
 
 
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpt2", default=None, metavar="FOLDER",
                    help="folder with real GPT-2 weights and tokenizer (Hugging Face layout) for chapter 5, "
                         "or a hub name (gpt2, gpt2-medium, ...) to download when online")
+    p.add_argument("--model", default=None, metavar="FOLDER",
+                   help="a Hugging Face GPT-2 or Qwen2 folder (model_type in config.json) for the stages that "
+                        "take one (grpo, grpo_ddp, ...), or a hub name (Qwen/Qwen2.5-0.5B-Instruct, ...) "
+                        "to download when online")
     p.add_argument("--quiet", action="store_true", help="no progress output; only errors and the final table")
     return p
 
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     try:
         check = preflight({n: m for n, m in modules.items() if m is not None}, args.data_dir, out,
-                          gpt2=args.gpt2, threads=args.threads, device=args.device)
+                          gpt2=args.gpt2, model=args.model, threads=args.threads, device=args.device)
     except KeyboardInterrupt:      # e.g. while --gpt2 gpt2 downloads
         print("\nrun_all.py: interrupted before the first stage; nothing was run", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -169,9 +173,9 @@ def run_stages(args: argparse.Namespace, check: Preflight, out: Path, selected: 
                modules: dict[str, ModuleType | None], broken: dict[str, BaseException]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig(quick=args.quick, seed=args.seed, device=args.device, quiet=args.quiet, gpt2=check.gpt2,
-                    threads=args.threads, run_dir=out)
+                    model=check.model, threads=args.threads, run_dir=out)
     summary: dict = {"data_dir": str(check.data_dir), "quick": cfg.quick, "seed": cfg.seed,
-                     "threads": cfg.threads or torch.get_num_threads(), "gpt2": cfg.gpt2,
+                     "threads": cfg.threads or torch.get_num_threads(), "gpt2": cfg.gpt2, "model": cfg.model,
                      "started": datetime.now().isoformat(timespec="seconds"), "status": "running", "stages": {}}
     stages = summary["stages"]
     running, t0 = None, 0.0

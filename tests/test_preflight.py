@@ -9,15 +9,16 @@ import gzip
 import importlib.util
 import json
 import socket
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, SHARED_FIXTURES, needs_fixtures
 from lm.checkpoints.hf import check_tokenizer_fits, tokenizer_size
-from lm.data.download import download_gpt2
+from lm.data.download import download_gpt2, download_model
 from lm.data.loaders import EMBEDDED_DIR
 from lm.errors import CheckpointError, DownloadError
 from lm.models.gpt2 import GPT2, GPT2Config
@@ -315,3 +316,25 @@ def test_hub_name_not_fetched_when_no_stage_uses_it(offline_hub, data_dir, tmp_p
     check = preflight({"count_lm": load_stage("count_lm")}, data_dir, tmp_path / "run", gpt2="gpt2")
     assert check.problems == [] and not offline_hub.exists()
 
+
+
+def test_offline_model_name_points_to_a_folder_and_leaves_no_folder(offline_hub):
+    with pytest.raises(DownloadError) as e:
+        download_model("Qwen/Qwen2.5-0.5B-Instruct", timeout=3)
+    assert "--model FOLDER" in str(e.value) and "--data-dir" not in str(e.value)
+    assert not offline_hub.exists()
+
+
+@needs_fixtures
+def test_model_flag_takes_a_qwen2_folder_and_names_what_is_wrong(tmp_path):
+    good = SHARED_FIXTURES / "qwen2_lm_tied"
+    assert check_model_folder(good, "--model", None) == []
+    bad = tmp_path / "qwen"
+    shutil.copytree(good, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["num_hidden_layers"] = 3                                      # the weights hold 2 layers
+    (bad / "config.json").write_text(json.dumps(cfg))
+    (line,) = check_model_folder(bad, "--model", None)
+    assert line.startswith("--model: ") and "missing keys" in line and "layers.2" in line
+    check = preflight({}, None, tmp_path / "run", model=str(tmp_path / "nowhere"))
+    assert check.problems and "not a hub name" in check.problems[0]

@@ -7,6 +7,7 @@ with the same layout from the original places:
     python -m lm.data.download all                 # every dataset -> ~/.cache/lm
     python -m lm.data.download brown emotion --cache /tmp/lm
     python -m lm.data.download --gpt2 gpt2         # weights + tokenizer -> ~/.cache/lm/gpt2/gpt2/
+    python -m lm.data.download --model Qwen/Qwen2.5-0.5B-Instruct   # -> ~/.cache/lm/models/Qwen/...
     python run_all.py --data-dir ~/.cache/lm       # what the command prints at the end
 
 How a file travels (streamed, sha256-checked, atomic; archives read member by member and refused
@@ -274,6 +275,10 @@ def hub_url(repo: str, filename: str) -> str:
     return f"{HUB}/{repo}/resolve/main/{filename}"
 
 
+MODEL_ADVICE = ("use a local copy of the model instead: run_all.py --model FOLDER, a Hugging Face folder holding "
+                "config.json, the weights and the tokenizer files")
+
+
 def download_model(name: str, cache_dir: str | os.PathLike | None = None, base_url: str | None = None,
                    force: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """The files of hub repo `name` (a key of MODEL_FILES, e.g. "Qwen/Qwen2.5-0.5B-Instruct")
@@ -281,6 +286,7 @@ def download_model(name: str, cache_dir: str | os.PathLike | None = None, base_u
 
     GPT-2 names ("gpt2", ...) go to `download_gpt2`. `base_url` (else $LM_HUB_BASE_URL, else
     $HF_ENDPOINT) replaces https://huggingface.co. sha256 is trusted on first use (manifest.json).
+    Offline, the error says to use `--model FOLDER` with a local copy, and no empty folder is left.
     """
     if name in GPT2_NAMES:
         return download_gpt2(name, cache_dir, base_url, force, timeout)
@@ -290,11 +296,12 @@ def download_model(name: str, cache_dir: str | os.PathLike | None = None, base_u
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     base_url = base_url or os.environ.get("LM_HUB_BASE_URL") or os.environ.get("HF_ENDPOINT") or None
     folder = root / "models" / name
-    for filename in MODEL_FILES[name]:   # config.json first: small, so an offline machine fails fast
-        dest = folder / filename
-        if dest.is_file() and not force:
-            continue
-        fetch_file(hub_url(name, filename), dest, root, None, base_url, timeout)
+    with removing_new_dirs(folder):      # offline: no empty cache folder left behind
+        for filename in MODEL_FILES[name]:   # config.json first: small, so an offline machine fails fast
+            dest = folder / filename
+            if dest.is_file() and not force:
+                continue
+            fetch_file(hub_url(name, filename), dest, root, None, base_url, timeout, advice=MODEL_ADVICE)
     say(f"{name}: {', '.join(MODEL_FILES[name])} in {folder}")
     return folder
 
@@ -324,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"datasets to fetch: {', '.join(SOURCES)} or all (default: all, unless --gpt2 is given)")
     p.add_argument("--gpt2", metavar="NAME", choices=GPT2_NAMES,
                    help=f"also fetch GPT-2 weights and tokenizer from the hub: {', '.join(GPT2_NAMES)}")
+    p.add_argument("--model", metavar="NAME", choices=list(MODEL_FILES),
+                   help=f"also fetch a model for --model from the hub: {', '.join(MODEL_FILES)}")
     p.add_argument("--cache", metavar="DIR", help="cache folder (default: $LM_CACHE_DIR or ~/.cache/lm)")
     p.add_argument("--base-url", metavar="URL",
                    help="replace the host of every URL (a mirror serving the same paths), e.g. http://127.0.0.1:8000")
@@ -335,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    names = list(args.datasets) or ([] if args.gpt2 else ["all"])
+    names = list(args.datasets) or ([] if args.gpt2 or args.model else ["all"])
     if "all" in names:
         names = list(SOURCES)
     unknown = [n for n in names if n not in SOURCES]
@@ -346,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             download_dataset(name, cache, args.base_url, args.force, args.timeout)
         folder = download_gpt2(args.gpt2, cache, args.base_url, args.force, args.timeout) if args.gpt2 else None
+        model = download_model(args.model, cache, args.base_url, args.force, args.timeout) if args.model else None
     except (LMError, KeyboardInterrupt) as e:
         print(f"error: {e}" if isinstance(e, LMError) else "interrupted; no partial file was kept", file=sys.stderr)
         return 1
@@ -353,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data dir: {cache}\n  use it with: python run_all.py --data-dir {cache}")
     if folder:
         print(f"GPT-2 folder: {folder}\n  use it with: python run_all.py --gpt2 {folder}")
+    if model:
+        print(f"model folder: {model}\n  use it with: python run_all.py --model {model}")
     return 0
 
 

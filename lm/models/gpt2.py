@@ -41,10 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lm.checkpoints.hf import check_tokenizer_fits, gpt2_from_hf, gpt2_to_hf, load_folder, read_config
+from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, read_config
 from lm.checkpoints.safetensors import save_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear
+from lm.models.pretrained import HFPretrained
 from lm.models.transformer import KVCache, causal_mask, positions_from_mask
 from lm.utils import atomic_write_json
 
@@ -240,7 +241,7 @@ class GPT2Model(nn.Module):
         return self.ln_f(x)                                          # (B, T, C)
 
 
-class _Pretrained(nn.Module):
+class _Pretrained(HFPretrained, nn.Module):
     """Shared loading/saving for the model with a head: `self.transformer` is a GPT2Model."""
 
     _architecture = "GPT2Model"          # written into config.json "architectures"
@@ -297,41 +298,6 @@ class _Pretrained(nn.Module):
             model = cls(config)                                       # shapes only, no memory, no init
         expected = {k: v.shape for k, v in model.state_dict().items()}
         return gpt2_from_hf(tensors, path, expected, cls._other_heads)
-
-    @classmethod
-    def check_pretrained(cls, folder: str | os.PathLike) -> GPT2Config:
-        """Everything `from_pretrained` checks, without reading the weights' bytes: config.json, the
-        weight files' headers (every name and shape against the config) and the tokenizer's ids
-        against `vocab_size`. Milliseconds for a 124M folder; raises CheckpointError. Returns the config."""
-        config = cls.read_config(folder)
-        check_tokenizer_fits(folder, config.vocab_size)
-        cls.state_from(*load_folder(folder, meta=True), config)
-        return config
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | str | None = None,
-                        device: str | torch.device = "cpu"):
-        """Load config.json + weights (safetensors, sharded safetensors or pytorch_model.bin).
-
-        Accepts both key layouts (with or without `transformer.`), transposes Conv1D weights,
-        drops the `attn.bias` / `attn.masked_bias` buffers and ignores other heads' weights;
-        anything else missing, unexpected or of the wrong shape raises CheckpointError listing it,
-        and so does a tokenizer in the folder with more ids than config.json's vocab_size
-        (`lm.checkpoints.hf.check_tokenizer_fits`).
-        `dtype`: None loads float32, "auto" keeps the checkpoint's dtype, or a torch dtype.
-        """
-        folder = Path(folder)
-        config = cls.read_config(folder)
-        check_tokenizer_fits(folder, config.vocab_size)
-        state = cls.state_from(*load_folder(folder), config)
-        with torch.device("meta"):
-            model = cls(config)
-        if dtype == "auto":
-            dtype = next(iter(state.values())).dtype
-        dtype = dtype or torch.float32
-        state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-        model.load_state_dict(state, strict=True, assign=True)
-        return model.eval()
 
 
 class GPT2(_Pretrained):

@@ -112,6 +112,11 @@ def needs_gpt2(module: ModuleType) -> bool:
     return bool(getattr(module, "NEEDS_GPT2", False))
 
 
+def uses_model(module: ModuleType) -> bool:
+    """The stage's `USES_MODEL`: does it start from `--model FOLDER` (a GPT-2 or Qwen2 folder) when given?"""
+    return bool(getattr(module, "USES_MODEL", False))
+
+
 def run_stage(name: str, cfg: RunConfig, data_dir: Path, out_dir: Path, module: ModuleType | None = None) -> dict:
     """Run one stage the way run_all.py does: seed, set torch's threads (`cfg.threads`), pick its
     settings, make `out_dir`, run, and write the metrics to `out_dir/summary.json`. Returns the

@@ -33,12 +33,14 @@ from types import ModuleType
 from typing import Callable
 
 from lm.checkpoints.hf import TOKENIZER_FILES, check_tokenizer_fits, load_folder, read_config
-from lm.data.download import GPT2_FILES, GPT2_NAMES, gpt2_folder
+from lm.data.download import GPT2_FILES, GPT2_NAMES, MODEL_FILES, gpt2_folder, model_folder
 from lm.data.loaders import resolve_data_dir
 from lm.errors import LMError
 from lm.models.gpt2 import GPT2
-from lm.stages import data_files, load_stage, needs_gpt2
+from lm.models.qwen2 import Qwen2
+from lm.stages import data_files, load_stage, needs_gpt2, uses_model
 from lm.tokenizers.gpt2 import FILE_NAMES, GPT2Tokenizer
+from lm.tokenizers.hf_json import tokenizer_from_dir
 from lm.utils import choose_device
 
 HEAD_BYTES = 64 * 1024   # how much of each data file the pre-flight reads
@@ -53,6 +55,7 @@ class ModelFamily:
 # config.json's model_type -> how to check (and load) such a folder
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     "gpt2": ModelFamily(GPT2, GPT2Tokenizer.from_dir),
+    "qwen2": ModelFamily(Qwen2, tokenizer_from_dir),
 }
 
 
@@ -178,6 +181,27 @@ def check_model_folder(folder: str | os.PathLike, flag: str = "--gpt2", families
     return problems
 
 
+def resolve_model(value: str, fetch: bool) -> tuple[Path | None, list[str]]:
+    """What `--model VALUE` names: (a folder, []) or (None, [problem]).
+
+    A folder is taken as is; a hub name (Qwen/Qwen2.5-0.5B-Instruct, gpt2, ...) is fetched into the
+    cache when `fetch` (a selected stage uses --model), else left alone.
+    """
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return path, []
+    if path.exists():
+        return None, [f"--model {value}: a file, not a folder (give a Hugging Face model folder)"]
+    if value in MODEL_FILES or value in GPT2_NAMES:
+        if not fetch:
+            return None, []
+        try:
+            return model_folder(value), []
+        except LMError as e:
+            return None, [f"--model {value}: {e}"]
+    return None, [f"--model {value}: no such folder, and not a hub name ({', '.join([*MODEL_FILES, *GPT2_NAMES])})"]
+
+
 def resolve_gpt2(value: str, fetch: bool) -> tuple[Path | None, list[str]]:
     """What `--gpt2 VALUE` names: (a folder, []) or (None, [problem]).
 
@@ -226,6 +250,7 @@ class Preflight:
     problems: list[str] = field(default_factory=list)   # one line each; empty: go
     data_dir: Path | None = None                          # the resolved data dir
     gpt2: str | None = None                               # the --gpt2 folder (a hub name resolved to the cache)
+    model: str | None = None                              # the --model folder (a hub name resolved to the cache)
 
 
 def preflight(modules: dict[str, ModuleType], data_dir: str | os.PathLike | None, out: str | os.PathLike,
@@ -249,7 +274,11 @@ def preflight(modules: dict[str, ModuleType], data_dir: str | os.PathLike | None
             res.gpt2 = str(folder)
             res.problems += check_model_folder(folder, "--gpt2", ("gpt2",), need_tokenizer=True)
     if model:
-        res.problems += check_model_folder(model, "--model", None, need_tokenizer=True)
+        folder, problems = resolve_model(model, fetch=any(uses_model(m) for m in modules.values()))
+        res.problems += problems
+        if folder is not None:
+            res.model = str(folder)
+            res.problems += check_model_folder(folder, "--model", None, need_tokenizer=True)
 
     try:
         res.data_dir = resolve_data_dir(data_dir)
