@@ -236,9 +236,11 @@ class Topic:
 
 
 def load_emotion(path: str | os.PathLike) -> list[EmotionExample]:
-    """Emotion JSONL -> examples; an unknown label is a DataError naming the line."""
+    """Emotion JSONL -> examples; an unknown label or an empty text is a DataError naming the line."""
     out = []
     for r in read_jsonl(path, ("text", "label")):
+        if not r["text"].strip():
+            raise DataError(path, "empty text", r["_line"])
         if r["label"] not in EMOTION_LABELS:
             raise DataError(path, f"unknown emotion label {r['label']!r} (known: {', '.join(EMOTION_LABELS)})", r["_line"])
         out.append(EmotionExample(r["text"], r["label"]))
