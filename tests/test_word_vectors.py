@@ -92,6 +92,7 @@ def test_records_across_read_chunks(tmp_path, monkeypatch, chunk):
     (b"2 3\nthe 1 2\nsad 1 2 3\n", "line 2: expected 'the' and 3 numbers, got 2"),   # still read as text
     (b"justaword\n", "expected a header 'V D' or a line 'word v1 v2 ...'"),
     (gzip.compress(binary_bytes())[:-20], "corrupt or truncated gzip"),
+    (gzip.compress(binary_bytes())[:12] + b"\xff" * 30 + gzip.compress(binary_bytes())[42:], "corrupt or truncated"),
 ])
 def test_malformed_files_raise_one_clear_error(tmp_path, data, words):
     p = write(tmp_path, data)

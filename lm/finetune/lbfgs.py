@@ -64,16 +64,21 @@ def _two_loop(g: torch.Tensor, S: list, Y: list, rho: list) -> torch.Tensor:
 
 def minimize_lbfgs(fun: Callable[[torch.Tensor], tuple[float, torch.Tensor]], x0: torch.Tensor, *,
                    tol: float = 1e-5, max_iter: int = 1000, history: int = 10,
-                   max_line_search: int = 40) -> LBFGSResult:
+                   history_dtype: torch.dtype | None = None, max_line_search: int = 40) -> LBFGSResult:
     """Minimise `fun` from `x0`: fun(x) -> (value, gradient with x's shape), x a 1-D tensor.
 
     tol: stop when max |gradient component| <= tol. history: (s, y) pairs kept (scipy's m = 10).
+    history_dtype: dtype the pairs are stored and the direction computed in (None: x0's). With
+    many parameters the two-loop recursion's passes over the history dominate an iteration;
+    float32 halves their memory traffic, and the direction only has to point downhill (the line
+    search, in x0's dtype, checks that each step really lowers f).
     """
     if x0.dim() != 1:
         raise ConfigError(f"minimize_lbfgs needs a 1-D starting point, got shape {tuple(x0.shape)}")
     if tol <= 0 or max_iter < 0 or history < 1:
         raise ConfigError(f"minimize_lbfgs: need tol > 0, max_iter >= 0, history >= 1 "
                           f"(got {tol}, {max_iter}, {history})")
+    hist = history_dtype or x0.dtype
     x = x0.clone()
     f, g = fun(x)
     evals, it = 1, 0
@@ -88,7 +93,7 @@ def minimize_lbfgs(fun: Callable[[torch.Tensor], tuple[float, torch.Tensor]], x0
             break
         if it >= max_iter:
             break
-        d = _two_loop(g, S, Y, rho)
+        d = _two_loop(g.to(hist), S, Y, rho).to(g.dtype)
         gd = float(torch.dot(g, d))
         if gd >= 0:  # not a descent direction (can only happen from rounding): restart from -g
             S, Y, rho = [], [], []
@@ -114,7 +119,7 @@ def minimize_lbfgs(fun: Callable[[torch.Tensor], tuple[float, torch.Tensor]], x0
         s, y = x_new - x, g_new - g
         sy = float(torch.dot(s, y))
         if sy > 1e-12 * float(torch.dot(y, y)):
-            S.append(s), Y.append(y), rho.append(1.0 / sy)
+            S.append(s.to(hist)), Y.append(y.to(hist)), rho.append(1.0 / sy)
             if len(S) > history:
                 S.pop(0), Y.pop(0), rho.pop(0)
         x, f, g = x_new, f_new, g_new
