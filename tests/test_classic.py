@@ -16,6 +16,7 @@ from lm.finetune.lbfgs import minimize_lbfgs
 from lm.finetune.metrics import accuracy, confusion
 from lm.stages import RunConfig, emotion_cnn, emotion_lr, run_stage
 from lm.training.engine import TrainConfig, train
+from lm.utils import torch_threads
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 
@@ -373,3 +374,13 @@ def test_stage_module_conventions():
     for mod in (emotion_lr, emotion_cnn):
         assert mod.DATA_FILES == ["emotion/train.jsonl", "emotion/valid.jsonl"] and mod.NEEDS_GPT2 is False
         assert mod.KEY_METRICS[0] == "accuracy"
+
+
+def test_torch_threads_is_restored():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ZeroDivisionError), torch_threads(1):
+        1 / 0
+    assert torch.get_num_threads() == before

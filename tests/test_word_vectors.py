@@ -107,5 +107,5 @@ def test_binary_flag_on_a_file_without_header(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataError, match="missing word-vector file"):
+    with pytest.raises(DataError, match="nope.bin: missing file"):
         load_word_vectors(tmp_path / "nope.bin")

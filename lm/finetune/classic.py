@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import warnings
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Hashable, Iterable, Sequence
 
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 
 from lm.errors import ConfigError
 from lm.finetune.lbfgs import minimize_lbfgs
+from lm.utils import torch_threads
 
 # scikit-learn's CountVectorizer default: runs of 2 or more word characters ("I" and "a" are dropped).
 TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")
@@ -187,18 +187,6 @@ def multinomial_objective(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, Xt:
     return f, dW, G.sum(1) / N                              # (), (d, k), (k,)
 
 
-@contextmanager
-def _torch_threads(n: int | None):
-    """torch's CPU threads set to `n` inside the block (None: unchanged), restored after."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 class LogisticRegression:
     """Multinomial logistic regression with an L2 penalty, scikit-learn's defaults (the book's settings).
 
@@ -243,7 +231,7 @@ class LogisticRegression:
             f, gW, gb = multinomial_objective(W, b, X, Xt, targets, self.C)
             return float(f), torch.cat([gW.reshape(-1), gb])
 
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             res = minimize_lbfgs(fun, torch.zeros(d * k + k, dtype=self.dtype, device=X.device), tol=self.tol,
                                  max_iter=self.max_iter, history=self.history, history_dtype=torch.float32)
         self.coef_ = res.x[:d * k].view(d, k).t().contiguous()   # (k, d), scikit-learn's layout

@@ -36,6 +36,7 @@ from typing import IO, Iterable
 
 import numpy as np
 
+from lm.data.loaders import open_bytes
 from lm.errors import DataError
 
 
@@ -63,12 +64,8 @@ class WordVectors:
 
 
 def _open(path: Path) -> IO[bytes]:
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise DataError(path, "missing word-vector file") from None
-    except OSError as e:
-        raise DataError(path, f"cannot read: {e.strerror}") from None
+    """The file, unzipped on the fly when it starts with gzip's magic bytes."""
+    f = open_bytes(path)
     if f.read(2) == b"\x1f\x8b":
         f.seek(0)
         return gzip.open(f, "rb")  # type: ignore[return-value]

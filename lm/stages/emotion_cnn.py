@@ -29,7 +29,7 @@ from lm.finetune.metrics import accuracy, confusion
 from lm.finetune.word_vectors import load_word_vectors
 from lm.stages import RunConfig, quick_full
 from lm.training.engine import TrainConfig, train
-from lm.utils import say
+from lm.utils import say, torch_threads
 
 DATA_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]
 NEEDS_GPT2 = False
@@ -51,6 +51,8 @@ class Settings:
     lr: float = 1e-3                        # AdamW, constant (the book: 0.001, no schedule)
     weight_decay: float = 0.01              # AdamW's default, as the book (matrices only here)
     word_vectors: str | None = None         # word2vec file (binary or text, .gz ok); None: VECTORS_FILE if present
+    threads: int | None = quick_full(1, None)  # torch CPU threads while training (None: torch's; --threads
+                                               # wins): the quick network's operations are too small to share
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
@@ -95,14 +97,16 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     tcfg = TrainConfig(lr=s.lr, schedule="constant", weight_decay=s.weight_decay, grad_clip=0.0,
                        batch_size=s.batch_size, max_steps=s.epochs * steps_per_epoch, eval_interval=steps_per_epoch,
                        eval_batches=None, log_interval=max(1, steps_per_epoch // 10), device=cfg.device, seed=cfg.seed)
-    res = train(model, train_ex, valid_ex, tcfg, out_dir, loss_fn=classification_loss, on_eval=on_eval,
-                desc="emotion_cnn")
-    pred_eval = predictions(model, eval_ids)
+    with torch_threads(cfg.threads or s.threads):
+        res = train(model, train_ex, valid_ex, tcfg, out_dir, loss_fn=classification_loss, on_eval=on_eval,
+                    desc="emotion_cnn")
+        pred_eval = predictions(model, eval_ids)
+        pred_valid = predictions(model, valid_ids)
     true_eval = [e.label for e in evaluation]
     metrics = {
         "accuracy": accuracy(true_eval, pred_eval),
         "eval_split": split,
-        "accuracy_valid": accuracy([e.label for e in valid], predictions(model, valid_ids)),
+        "accuracy_valid": accuracy([e.label for e in valid], pred_valid),
         "accuracy_per_epoch": per_epoch,
         "confusion": confusion(true_eval, pred_eval, shown),
         "majority_accuracy": accuracy(true_eval, [Counter(e.label for e in train_set).most_common(1)[0][0]] * len(true_eval)),
