@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from lm.data.loaders import data_file, load_emotion, resolve_data_dir
-from lm.finetune.classic import BagOfWords, LogisticRegression, _as_csr, label_ids, multinomial_objective
+from lm.finetune.classic import BagOfWords, LogisticRegression, as_csr, label_ids, multinomial_objective
 
 try:  # optional: the baseline we compare against, never a dependency
     import scipy.sparse
@@ -50,8 +50,8 @@ SETTINGS = {"unigram": dict(max_features=10_000, binary=True),
 
 def check(X, y, classes, W, b, C=1.0):
     """Our objective / N and its largest gradient component at (W (d, k), b (k,))."""
-    X64 = _as_csr(X, torch.float64)
-    f, gW, gb = multinomial_objective(W.double(), b.double(), X64, _as_csr(X64.t(), torch.float64),
+    X64 = as_csr(X, torch.float64)
+    f, gW, gb = multinomial_objective(W.double(), b.double(), X64, as_csr(X64.t(), torch.float64),
                                       label_ids(y, classes), C)
     return float(f), float(torch.cat([gW.reshape(-1), gb]).abs().max())
 
@@ -64,8 +64,8 @@ def fit_ours(X, y, tol):
 def fit_torch_lbfgs(X, y, tol):
     """The same objective through torch.optim.LBFGS: gradients set by hand, stopping on the gradient only."""
     classes = sorted(set(y))
-    X64 = _as_csr(X, torch.float64)
-    Xt = _as_csr(X64.t(), torch.float64)
+    X64 = as_csr(X, torch.float64)
+    Xt = as_csr(X64.t(), torch.float64)
     targets = label_ids(y, classes)
     W = torch.zeros(X.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
     b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
@@ -81,7 +81,7 @@ def fit_torch_lbfgs(X, y, tol):
     iters = opt.state[opt._params[0]]["n_iter"]
 
     def predict(Xv):
-        return [classes[i] for i in (_as_csr(Xv, torch.float64) @ W.detach() + b.detach()).argmax(1).tolist()]
+        return [classes[i] for i in (as_csr(Xv, torch.float64) @ W.detach() + b.detach()).argmax(1).tolist()]
     return {"W": W.detach(), "b": b.detach(), "iters": iters, "predict": predict}
 
 

@@ -99,9 +99,21 @@ class BagOfWords:
         return out
 
     def fit(self, texts: Iterable[str]) -> "BagOfWords":
+        return self._fit([self.analyze(t) for t in checked_texts(texts)])
+
+    def transform(self, texts: Iterable[str], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N, n_features) sparse CSR: counts (or 1 where present, when binary). Unknown features are dropped."""
+        if not self.vocabulary_:
+            raise ConfigError("BagOfWords.transform before fit")
+        return self._matrix([self.analyze(t) for t in checked_texts(texts)], dtype)
+
+    def fit_transform(self, texts: Iterable[str], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        docs = [self.analyze(t) for t in checked_texts(texts)]   # analysed once for both steps
+        return self._fit(docs)._matrix(docs, dtype)
+
+    def _fit(self, docs: list[list[str]]) -> "BagOfWords":
         totals: Counter = Counter()
-        for text in checked_texts(texts):
-            feats = self.analyze(text)
+        for feats in docs:
             totals.update(set(feats) if self.binary else feats)
         if not totals:
             raise ConfigError("BagOfWords.fit: the texts have no words of 2 or more characters")
@@ -114,25 +126,17 @@ class BagOfWords:
         self.vocabulary_ = {t: j for j, t in enumerate(terms)}
         return self
 
-    def transform(self, texts: Iterable[str], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(N, n_features) sparse CSR: counts (or 1 where present, when binary). Unknown features are dropped."""
-        if not self.vocabulary_:
-            raise ConfigError("BagOfWords.transform before fit")
-        texts = checked_texts(texts)
+    def _matrix(self, docs: list[list[str]], dtype: torch.dtype) -> torch.Tensor:
         V, voc = len(self.features_), self.vocabulary_
         keys: list[int] = []
-        for i, text in enumerate(texts):
-            keys += [i * V + voc[f] for f in self.analyze(text) if f in voc]
+        for i, feats in enumerate(docs):
+            keys += [i * V + voc[f] for f in feats if f in voc]
         uniq, counts = np.unique(np.asarray(keys, dtype=np.int64), return_counts=True)  # sorted by (row, col)
         rows, cols = uniq // V, uniq % V
-        crow = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=len(texts)), out=crow[1:])
+        crow = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(docs)), out=crow[1:])
         values = np.ones(len(uniq)) if self.binary else counts.astype(np.float64)
-        return _csr(crow, cols, values, (len(texts), V), dtype)
-
-    def fit_transform(self, texts: Iterable[str], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        texts = checked_texts(texts)
-        return self.fit(texts).transform(texts, dtype)
+        return _csr(crow, cols, values, (len(docs), V), dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +154,7 @@ def label_ids(labels: Sequence[Hashable], classes: Sequence[Hashable], where: st
     return torch.tensor(out, dtype=torch.long)
 
 
-def _as_csr(X: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def as_csr(X: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """X (dense, COO, CSR or CSC) as CSR of `dtype` with int32 indices (sparse @ dense is ~20% faster)."""
     if not isinstance(X, torch.Tensor) or X.dim() != 2:
         raise ConfigError(f"expected a 2-D (N, features) tensor, got {getattr(X, 'shape', type(X).__name__)}")
@@ -222,8 +226,8 @@ class LogisticRegression:
             raise ConfigError(f"LogisticRegression.fit needs at least 2 classes, got {self.classes_}")
         targets = label_ids(y, self.classes_, "LogisticRegression.fit")
         d, k = X.shape[1], len(self.classes_)
-        X = _as_csr(X, self.dtype)                          # (N, d)
-        Xt = _as_csr(X.t(), self.dtype)                     # (d, N)
+        X = as_csr(X, self.dtype)                          # (N, d)
+        Xt = as_csr(X.t(), self.dtype)                     # (d, N)
         targets = targets.to(X.device)
 
         def fun(theta: torch.Tensor):
@@ -249,7 +253,7 @@ class LogisticRegression:
             raise ConfigError("LogisticRegression: predict before fit")
         if X.shape[1] != self.coef_.shape[1]:
             raise ConfigError(f"LogisticRegression: X has {X.shape[1]} features, the model {self.coef_.shape[1]}")
-        return _as_csr(X, self.dtype) @ self.coef_.t() + self.intercept_
+        return as_csr(X, self.dtype) @ self.coef_.t() + self.intercept_
 
     def predict_proba(self, X: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.decision_function(X), dim=1)
