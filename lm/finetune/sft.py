@@ -250,7 +250,6 @@ def fit_prompts(prompts: list[list[int]], room: int | None, overflow: str = "tru
     return [p[-room:] for p in prompts]
 
 
-@torch.no_grad()
 def generate_completions(model: torch.nn.Module, tokenizer: Tokenizer, prompts: Sequence[str],
                          max_new_tokens: int, *, eos_id: int, stop_strings: Sequence[str] = (),
                          batch_size: int = 64, overflow: str = "truncate") -> list[str]:
