@@ -77,9 +77,13 @@ def test_emotion_lora_stage_saves_a_peft_adapter(tiny_run):
     m, out = run("emotion_lora", tiny_run, **FAST, max_new_tokens=4, r=4, alpha=8)
     check_emotion_metrics(m)
     assert m["trainable_parameters"] < m["total_parameters"] / 5
-    base = GPT2.from_pretrained(tiny_run[1] / "pretrained" / "gpt2")
+    base = GPT2.from_pretrained(out / "base")                    # the small base, output layer untied
+    assert base.lm_head is not None
     load_adapter(base, out / "adapter")
-    assert len(lora_layers(base)) == 4                           # c_attn, both c_proj, c_fc of the one layer
+    assert sorted(lora_layers(base)) == ["lm_head", "transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj",
+                                         "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj"]
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        out / "base")
 
 
 def test_emotion_classifier_stage_saves_labels(tiny_run):

@@ -10,7 +10,8 @@ from conftest import SHARED_FIXTURES, needs_fixtures
 from lm.checkpoints.safetensors import load_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.finetune.lora import (LoRAConfig, LoRALinear, add_lora, count_parameters, load_adapter, lora_layers, merge,
-                              merge_and_unload, read_adapter_config, save_adapter, unmerge)
+                              merge_and_unload, read_adapter_config, save_adapter, unmerge,
+                              untie_output_layer)
 from lm.models.gpt2 import GPT2, GPT2Config, GPT2ForSequenceClassification
 from lm.training.engine import TrainConfig, train
 
@@ -214,3 +215,54 @@ def test_adapter_for_another_model_is_refused(tmp_path):
     shutil.copytree(PEFT, tmp_path / "ad")
     with pytest.raises(CheckpointError, match="wrong shapes"):
         load_adapter(tiny(), tmp_path / "ad")                   # n_embd 16, the adapter's is 32
+
+
+def test_untied_output_layer_takes_lora_and_keeps_the_logits(tmp_path):
+    model = tiny()
+    untied = untie_output_layer(model)
+    assert untied.lm_head is not None and torch.equal(untied(IDS), model(IDS))
+    untied.save_pretrained(tmp_path / "base")                   # the adapter's base model
+    layers = add_lora(untied, LoRAConfig(r=2, alpha=4, target_modules=["lm_head"]))
+    randomize_b(untied)
+    head = layers["lm_head"]
+    h = untied.transformer(IDS)
+    expected = h @ (head.base.weight + head.delta_weight()).t()
+    assert (untied(IDS) - expected).abs().max() < 1e-5          # GPT-2 reads lm_head.weight: W + ΔW
+    save_adapter(untied, tmp_path / "ad")
+    again = GPT2.from_pretrained(tmp_path / "base")
+    load_adapter(again, tmp_path / "ad")
+    assert (again(IDS) - untied(IDS)).abs().max() < 1e-6
+
+
+def test_modules_to_save_match_by_suffix_as_peft():
+    model = tiny()
+    add_lora(model, LoRAConfig(r=2, alpha=2, modules_to_save=["ln_f"]))
+    assert model.transformer.ln_f.weight.requires_grad
+    with pytest.raises(ConfigError, match="has no module 'nope'"):
+        add_lora(tiny(), LoRAConfig(modules_to_save=["nope"]))
+
+
+@needs_fixtures
+def test_adapters_travel_to_and_from_peft(tmp_path):
+    """With `peft` installed (not a dependency): our adapter in PEFT gives our logits, and back."""
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    ids = torch.tensor([[5, 17, 300, 2, 99, 511, 0, 42]])
+    ours = GPT2.from_pretrained(BASE).eval()
+    add_lora(ours, LoRAConfig(r=4, alpha=8, target_modules=["c_attn", "c_fc"]))
+    randomize_b(ours)
+    save_adapter(ours, tmp_path / "ours", str(BASE))
+    theirs = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(BASE), tmp_path / "ours")
+    with torch.no_grad():
+        assert (theirs.eval()(ids).logits - ours(ids)).abs().max() < 1e-5
+    hf = transformers.AutoModelForCausalLM.from_pretrained(BASE)
+    trained = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_proj"]))
+    with torch.no_grad():
+        for n, p in trained.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    trained.save_pretrained(tmp_path / "theirs")
+    back = GPT2.from_pretrained(BASE).eval()
+    load_adapter(back, tmp_path / "theirs")
+    with torch.no_grad():
+        assert (trained.eval()(ids).logits - back(ids)).abs().max() < 1e-5

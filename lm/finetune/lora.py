@@ -41,7 +41,7 @@ from lm.checkpoints.hf import load_torch_bin
 from lm.checkpoints.safetensors import load_safetensors, save_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import linear
-from lm.models.gpt2 import GPT2, GPT2Base, GPT2ForSequenceClassification
+from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
 from lm.utils import atomic_write_json, no_duplicate_keys
 
 CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
@@ -130,6 +130,16 @@ class LoRALinear(nn.Module):
         h = linear(self.dropout(x), self.lora_A.weight)                  # (..., r)
         return y + linear(h, self.lora_B.weight) * self.scaling          # (..., out)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective weight W + ΔW, for code that multiplies by `layer.weight` itself (GPT-2's
+        untied output layer does); `forward` never builds it. Dropout does not apply here."""
+        return self.base.weight if self.merged else self.base.weight + self.delta_weight()
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
     def delta_weight(self) -> torch.Tensor:
         """ΔW = scaling * B A, shaped like the base weight (out, in)."""
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
@@ -182,18 +192,23 @@ def add_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> dict[str, LoRAL
         r, alpha = cfg.rank_alpha(name)
         wrapped[name] = LoRALinear(module, r, alpha, cfg.dropout, cfg.use_rslora)
         setattr(parent, child, wrapped[name])
-    for name in cfg.modules_to_save or []:
-        for p in _module(model, name).parameters():
+    for name in saved_modules(model, cfg):
+        for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
     model.lora_config = cfg
     return wrapped
 
 
-def _module(model: nn.Module, name: str) -> nn.Module:
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise ConfigError(f"modules_to_save: {type(model).__name__} has no module {name!r}") from None
+def saved_modules(model: nn.Module, cfg: LoRAConfig) -> list[str]:
+    """Full names of the modules `cfg.modules_to_save` names (PEFT matches them like targets:
+    the name itself or a module whose name ends in ".name")."""
+    out = []
+    for short in cfg.modules_to_save or []:
+        found = [n for n, _ in model.named_modules() if n == short or n.endswith("." + short)]
+        if not found:
+            raise ConfigError(f"modules_to_save: {type(model).__name__} has no module {short!r}")
+        out += found
+    return out
 
 
 def merge(model: nn.Module) -> None:
@@ -220,6 +235,20 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return model
 
 
+def untie_output_layer(model: GPT2) -> GPT2:
+    """A copy of a tied GPT-2 whose output layer `lm_head` is its own matrix (a copy of `wte`):
+    the same logits, but a module LoRA can wrap. The adapter's base is then this untied model
+    (save it with `save_pretrained` next to the adapter)."""
+    if model.lm_head is not None:
+        return model
+    config = GPT2Config.from_dict({**model.config.to_dict(), "tie_word_embeddings": False}, "untied config")
+    untied = GPT2(config).to(next(model.parameters()).device)
+    state = dict(model.state_dict())
+    state["lm_head.weight"] = state["transformer.wte.weight"].clone()
+    untied.load_state_dict(state)
+    return untied.train(model.training)
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable parameters, all parameters); a tied weight counts once."""
     params = {id(p): p for p in model.parameters()}.values()
@@ -243,8 +272,8 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, m in lora_layers(model).items():
         out[f"{PREFIX}{name}.lora_A.weight"] = m.lora_A.weight.detach().contiguous()
         out[f"{PREFIX}{name}.lora_B.weight"] = m.lora_B.weight.detach().contiguous()
-    for name in cfg.modules_to_save or []:
-        for pname, p in _module(model, name).named_parameters():
+    for name in saved_modules(model, cfg):
+        for pname, p in model.get_submodule(name).named_parameters():
             out[f"{PREFIX}{name}.{pname}"] = p.detach().contiguous()
     return out
 
