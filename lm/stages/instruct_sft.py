@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm.data.loaders import book_shuffle, book_split, data_file, load_instruct
-from lm.finetune.emotion import describe_base, train_config
 from lm.finetune.epochs import train_by_epoch
 from lm.finetune.sft import IM_END, SFTExamples, exact_match, generate_completions, instruct_pair, normalize, sft_loss
 from lm.models.gpt2 import GPT2
 from lm.stages import RunConfig, quick_full
-from lm.stages.gpt2_pretrain import pretrained_gpt2
+from lm.stages.emotion_sft import FinetuneSettings, setup
 from lm.tokenizers.gpt2 import GPT2Tokenizer
-from lm.utils import choose_device
 
 KEY_METRICS = ["exact_match", "loss_per_epoch"]
 DATA_FILES = ["instruct/instruct.jsonl"]
@@ -30,37 +28,26 @@ NEEDS_GPT2 = True
 
 
 @dataclass
-class Settings:
-    # our small GPT-2 (the offline default)
-    epochs: int = quick_full(4, 8)                  # passes over the train split (the book: 4)
-    batch_size: int = quick_full(16, 16)            # examples per step
-    lr: float = quick_full(1e-3, 1e-3)              # peak learning rate (cosine decay after warm-up)
-    warmup_steps: int = quick_full(20, 50)          # linear warm-up steps
-    # real GPT-2 weights (--gpt2): the book's settings
-    real_epochs: int = quick_full(1, 4)             # the book: 4
-    real_lr: float = quick_full(5e-5, 5e-5)         # the book: 5e-5, constant
-    real_batch_size: int = quick_full(16, 16)       # the book: 16
+class Settings(FinetuneSettings):
+    epochs: int = quick_full(2, 8)                  # passes over the train split (our small GPT-2)
+    real_epochs: int = quick_full(1, 4)             # with --gpt2 (the book: 4)
+    real_max_train: int | None = quick_full(None, None)  # first training examples (None: all)
     max_new_tokens: int = quick_full(32, 100)       # longest answer (the book: 100)
     eval_batch: int = quick_full(50, 50)            # prompts generated together
-    val_batches: int = quick_full(4, 10)            # batches of the test split for the logged val_loss
     samples: int = quick_full(5, 5)                 # test answers shown in the metrics
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
-    folder = pretrained_gpt2(cfg, data_dir)
-    device = choose_device(cfg.device)
-    real = bool(cfg.gpt2)
-    model = GPT2.from_pretrained(folder, device=device)
-    tok = GPT2Tokenizer.from_dir(folder)
+    st = setup(cfg, s, data_dir)
+    model = GPT2.from_pretrained(st.folder, device=st.device)
+    tok = GPT2Tokenizer.from_dir(st.folder)
     train_rows, test_rows = book_split(book_shuffle(load_instruct(data_file(data_dir, "instruct/instruct.jsonl"))))
     context = model.config.n_positions
-    train_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in train_rows], tok, tok.eot_id,
-                           context=context)
+    train_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in train_rows[:st.max_train]], tok,
+                           tok.eot_id, context=context)
     test_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in test_rows], tok, tok.eot_id,
                           context=context)
-    tcfg = train_config(real, s.real_lr if real else s.lr, s.real_batch_size if real else s.batch_size,
-                        s.warmup_steps, s.val_batches, cfg.device, cfg.seed)
-    res = train_by_epoch(model, train_ex, test_ex, tcfg, s.real_epochs if real else s.epochs, out_dir,
+    res = train_by_epoch(model, train_ex, test_ex, st.train, st.epochs, out_dir,
                          loss_fn=sft_loss, desc="instruct_sft")
     prompts = [instruct_pair(r.instruction, r.solution).prompt for r in test_rows]
     answers = generate_completions(model, tok, prompts, s.max_new_tokens, eos_id=tok.eot_id,
@@ -72,4 +59,4 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
                          "match": normalize(a) == normalize(r.solution)}
                         for r, a in list(zip(test_rows, answers))[:s.samples]],
             **{k: res.get(k) for k in ("steps", "tokens", "val_loss", "seconds_train", "tokens_per_s")},
-            "base_model": describe_base(folder, cfg.gpt2)}
+            "base_model": st.base_model}
