@@ -38,7 +38,7 @@ class Settings(SFTSettings):
     # our small GPT-2: "lm_head" unties the output layer first
     targets: list = quick_full(["c_attn", "c_proj", "c_fc", "lm_head"], ["c_attn", "c_proj", "c_fc", "lm_head"])
     epochs: int = quick_full(3, 8)                  # passes over train.jsonl
-    lr: float = quick_full(1e-2, 5e-3)              # peak learning rate (cosine decay after warm-up)
+    lr: float = quick_full(3e-3, 3e-3)              # peak learning rate (1e-2 collapses to empty answers)
     # real GPT-2 weights (--gpt2): the book's settings
     real_targets: list = quick_full(["c_attn"], ["c_attn"])   # the book: PEFT's default for GPT-2
     real_epochs: int = quick_full(1, 18)            # the book: 18
