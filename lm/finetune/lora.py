@@ -17,12 +17,14 @@ Adapters are saved and loaded in PEFT's folder format, so they travel between th
 `...lora_B.weight` (out, r). Our module names are the Hugging Face ones for GPT-2 (and Qwen2).
 GPT-2's checkpoints store projections as Conv1D (in, out), so PEFT needs `fan_in_fan_out: true`
 to merge them; the A and B matrices are the same either way (tests: fixture `gpt2_lora_peft`,
-made by PEFT, reproduces its logits here).
+made by PEFT, reproduces its logits here; with `peft` installed, adapters go both ways).
+`modules_to_save` (modules trained in full, e.g. a classifier's `score`) are saved as PEFT does.
+A tied output layer is no module, so LoRA cannot wrap it; `untie_output_layer` makes it one.
 
     >>> model = GPT2.from_pretrained("runs/x/pretrained/gpt2")                    # doctest: +SKIP
     >>> add_lora(model, LoRAConfig(r=16, alpha=32, target_modules=["c_attn"]))    # doctest: +SKIP
     >>> count_parameters(model)                                                   # doctest: +SKIP
-    (49152, 718336)
+    (16384, 685568)
     >>> save_adapter(model, "runs/adapter"); load_adapter(fresh_model, "runs/adapter")  # doctest: +SKIP
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -377,7 +379,3 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> LoRAConfig:
                 model.get_submodule(name).get_parameter(pname).copy_(t)
     return cfg
 
-
-def config_dict(cfg: LoRAConfig) -> dict:
-    """The config as a plain dict (for summaries)."""
-    return asdict(cfg)
