@@ -29,7 +29,6 @@ A tied output layer is no module, so LoRA cannot wrap it; `untie_output_layer` m
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -39,12 +38,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from lm.checkpoints.hf import load_torch_bin
+from lm.checkpoints.hf import load_torch_bin, read_config
 from lm.checkpoints.safetensors import load_safetensors, save_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import linear
 from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
-from lm.utils import atomic_write_json, no_duplicate_keys
+from lm.utils import atomic_write_json
 
 CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
 PREFIX = "base_model.model."   # PEFT's key prefix: PeftModel.base_model (LoraModel).model (ours)
@@ -309,14 +308,9 @@ _UNSUPPORTED = {"use_dora": (False, None), "bias": ("none",), "layers_to_transfo
 def read_adapter_config(path: str | os.PathLike) -> LoRAConfig:
     """Read PEFT's adapter_config.json; anything malformed or unsupported -> one CheckpointError."""
     path = Path(path)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
-    except FileNotFoundError:
-        raise CheckpointError(path, "adapter_config.json is missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(path, f"not valid JSON: {e}") from None
-    if not isinstance(d, dict):
-        raise CheckpointError(path, f"expected a JSON object, got {type(d).__name__}")
+    if not path.is_file():
+        raise CheckpointError(path, "adapter_config.json is missing")
+    d = read_config(path)                       # JSON object, no key twice, else CheckpointError
     if d.get("peft_type") != "LORA":
         raise CheckpointError(path, f"peft_type is {d.get('peft_type')!r}; only LORA adapters can be loaded")
     for key in ("r", "lora_alpha", "target_modules"):
