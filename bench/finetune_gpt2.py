@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Fine-tuning GPT-2: SFT training tokens/s, and LoRA against full fine-tuning at GPT-2 124M shapes.
 
-1. SFT tokens/s: training steps (forward, backward, AdamW) on right-padded prompt/completion
-   batches, with `sft_loss` (no attention mask: the fast causal kernel) and with the engine's
-   `lm_loss` given the mask, timed in alternation in one process; prints both and the ratio.
+1. SFT tokens/s: training steps (forward, backward, AdamW) of the engine's `lm_loss` on a
+   right-padded prompt/completion batch (real tokens per second, padding not counted).
 2. LoRA vs full fine-tuning, random weights at GPT-2 124M shapes (12 layers, width 768, vocab
    50,257): trainable parameters, gradient + AdamW state bytes (counted from the optimizer after a
    step), step time (alternating, median), and peak memory: on CUDA `max_memory_allocated`, on the
-   CPU the peak resident size of a fresh child process per mode, minus its size before training.
+   CPU the peak resident size (VmHWM) of a fresh child process per mode, minus its size before
+   training (not ru_maxrss: Linux carries that over from the parent across exec).
    Prints ratios LoRA / full; the target is trainable parameters + optimizer state under 5 %.
    Nothing is asserted: times on a shared machine move; ratios are what to read.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lm.finetune.lora import LoRAConfig, add_lora, count_parameters  # noqa: E402
-from lm.finetune.sft import SFTExamples, sft_loss  # noqa: E402
+from lm.finetune.sft import SFTExamples  # noqa: E402
 from lm.models.gpt2 import GPT2, GPT2Config  # noqa: E402
 from lm.training.engine import TrainConfig, lm_loss, make_optimizer  # noqa: E402
 from lm.utils import choose_device  # noqa: E402
@@ -95,6 +94,15 @@ def state_bytes(model, opt) -> dict:
             "optimizer_bytes": optim}
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def child(mode: str, a) -> None:
     """Run in a fresh process: train `mode` a few steps and print its memory as JSON."""
     device = choose_device(a.device)
@@ -104,12 +112,12 @@ def child(mode: str, a) -> None:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        before = peak_rss()
     for _ in range(2):
-        train_step(model, opt, sft_loss, batch)()
+        train_step(model, opt, lm_loss, batch)()
     sync(device)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            else peak_rss())
     print(json.dumps({"peak_bytes": peak, "before_bytes": before, "training_bytes": peak - before,
                       **state_bytes(model, opt)}))
 
@@ -136,29 +144,27 @@ def main() -> None:
     print(f"device {device}, threads {torch.get_num_threads()}, batch {a.batch} x up to {a.seq} tokens, "
           f"GPT-2 {'small (2 x 128)' if a.small else '124M shapes'}, random weights")
 
-    # 1. SFT training tokens/s, with and without the attention mask
-    full, opt = build("full", a, device)
-    batch = {k: v.to(device) for k, v in sft_batch(cfg.vocab_size, a.batch, a.seq).items()}
-    tokens = int(batch["attention_mask"].sum())
-    t = alternate({"sft_loss (no mask)": train_step(full, opt, sft_loss, batch),
-                   "lm_loss (with mask)": train_step(full, opt, lm_loss, batch)}, a.steps, a.warmup, device)
-    for name, s in t.items():
-        print(f"SFT step, {name:20s} {tokens / s:10,.0f} real tokens/s  ({s * 1000:8.1f} ms/step)")
-    print(f"SFT: no mask / mask speed: {t['lm_loss (with mask)'] / t['sft_loss (no mask)']:.2f}x")
-
-    # 2. LoRA vs full fine-tuning: step time (same process, alternating)
-    lora, lopt = build("lora", a, device)
-    t = alternate({"full": train_step(full, opt, sft_loss, batch), "lora": train_step(lora, lopt, sft_loss, batch)},
-                  a.steps, a.warmup, device)
-    sb = {"full": state_bytes(full, opt), "lora": state_bytes(lora, lopt)}
-    del full, opt, lora, lopt
-    # ... and memory, each in a fresh process
+    # memory first, each mode in a fresh process
     mem = {}
     for mode in ("full", "lora"):
         args = [sys.executable, __file__, "--child", mode, "--device", a.device, "--batch", str(a.batch),
                 "--seq", str(a.seq), "--r", str(a.r), "--targets", a.targets, "--threads", str(a.threads)]
         out = subprocess.run(args + (["--small"] if a.small else []), capture_output=True, text=True, check=True)
         mem[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+
+    # 1. SFT training tokens/s (full fine-tuning)
+    full, opt = build("full", a, device)
+    batch = {k: v.to(device) for k, v in sft_batch(cfg.vocab_size, a.batch, a.seq).items()}
+    tokens = int(batch["attention_mask"].sum())
+
+    # 2. LoRA vs full fine-tuning: step time (same process, alternating)
+    lora, lopt = build("lora", a, device)
+    t = alternate({"full": train_step(full, opt, lm_loss, batch), "lora": train_step(lora, lopt, lm_loss, batch)},
+                  a.steps, a.warmup, device)
+    for mode in ("full", "lora"):
+        print(f"SFT training, {mode:4s} fine-tuning: {tokens / t[mode]:10,.0f} real tokens/s ({t[mode] * 1000:.1f} ms/step)")
+    sb = {"full": state_bytes(full, opt), "lora": state_bytes(lora, lopt)}
+    del full, opt, lora, lopt
     mb = 2 ** 20
     for mode in ("full", "lora"):
         s, m = sb[mode], mem[mode]

@@ -11,7 +11,7 @@ from lm.checkpoints.hf import gpt2_to_hf
 from lm.checkpoints.safetensors import load_safetensors
 from lm.errors import ConfigError
 from lm.finetune.sft import (CHATML_TEMPLATE, IM_END, SFTExamples, emotion_pair, exact_match, fit_pair,
-                             generate_completions, instruct_pair, normalize, sft_loss)
+                             generate_completions, instruct_pair, normalize)
 from lm.inference.generate import generate
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.training.engine import TrainConfig, lm_loss, train
@@ -69,16 +69,15 @@ def test_reference_loss_and_every_gradient():
     assert batch["targets"].tolist() == shifted
     assert batch["targets"][0, -1] == 0                        # the completion token equal to the pad id
     reference = load_safetensors(STEP / "grads.safetensors")
-    for loss_fn in (sft_loss, lm_loss):                        # with and without the attention mask
-        model = GPT2.from_pretrained(SHARED_FIXTURES / "gpt2_lm_safetensors").train()
-        loss, n = loss_fn(model, batch)
-        assert n == sum(x != -100 for row in shifted for x in row)
-        assert abs(loss.item() - fx["loss"]) < 1e-5
-        loss.backward()
-        grads = gpt2_to_hf({k: p.grad for k, p in model.named_parameters()})
-        assert sorted(grads) == sorted(reference)              # wte's gradient includes the tied head's
-        for k, g in reference.items():
-            assert (grads[k] - g).abs().max() < 1e-5, k
+    model = GPT2.from_pretrained(SHARED_FIXTURES / "gpt2_lm_safetensors").train()
+    loss, n = lm_loss(model, batch)                            # the engine's loss, as training uses it
+    assert n == sum(x != -100 for row in shifted for x in row)
+    assert abs(loss.item() - fx["loss"]) < 1e-5
+    loss.backward()
+    grads = gpt2_to_hf({k: p.grad for k, p in model.named_parameters()})
+    assert sorted(grads) == sorted(reference)                  # wte's gradient includes the tied head's
+    for k, g in reference.items():
+        assert (grads[k] - g).abs().max() < 1e-5, k
 
 
 def test_fit_pair_cuts_prompt_left_then_completion_right():
@@ -131,7 +130,7 @@ def test_sft_learns_a_mapping_and_generation_is_batched_and_cut(tmp_path):
     model = tiny()
     ex = SFTExamples(pairs, tok, eos_id=tok.eos, pad_id=0)
     cfg = TrainConfig(lr=5e-3, batch_size=12, max_steps=150, warmup_steps=10, schedule="cosine")
-    m = train(model, ex, None, cfg, tmp_path, loss_fn=sft_loss)
+    m = train(model, ex, None, cfg, tmp_path)
     assert m["train_loss"] < 0.2
     prompts = ["abc=", "hello=", "xy=", "moon="]
     out = generate_completions(model, tok, prompts, 8, eos_id=tok.eos, batch_size=3)

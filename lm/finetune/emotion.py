@@ -24,7 +24,7 @@ from lm.data.loaders import EMOTION_LABELS, EmotionExample, data_file, eval_spli
 from lm.errors import DataError
 from lm.finetune.classifier import ClassificationExamples, classification_loss, labels_of, predict
 from lm.finetune.epochs import train_by_epoch
-from lm.finetune.sft import EMOTION_TEMPLATE, SFTExamples, emotion_pair, generate_completions, normalize, sft_loss
+from lm.finetune.sft import EMOTION_TEMPLATE, SFTExamples, emotion_pair, generate_completions, normalize
 from lm.models.gpt2 import GPT2ForSequenceClassification
 from lm.training.engine import TrainConfig
 
@@ -115,7 +115,7 @@ def finetune_emotion_sft(model: torch.nn.Module, tok, data: EmotionData, eos_id:
         last["pred"] = predict_sft(m, tok, [e.text for e in data.eval], eos_id, max_new_tokens, eval_batch)
         return {"accuracy": label_scores(gold, last["pred"])["accuracy"]}
 
-    res = train_by_epoch(model, train_ex, val_ex, cfg, epochs, out_dir, loss_fn=sft_loss, score=score, desc=desc)
+    res = train_by_epoch(model, train_ex, val_ex, cfg, epochs, out_dir, score=score, desc=desc)
     final = label_scores(gold, last["pred"])
     if data.eval_split == "valid":
         accuracy_valid = final["accuracy"]

@@ -13,13 +13,13 @@ this against the reference library's gradients, fixture `gpt2_sft_step`).
 
 Batches are padded on the right to the longest example of the batch (dynamic length), with an
 attention mask of 0 and no loss on the padding. Training is the one engine's loop
-(`lm.training.engine.train` with `loss_fn=sft_loss`); evaluation generates greedily through the one
+(`lm.training.engine.train` with its default `lm_loss`); evaluation generates greedily through the one
 generation path (`lm.inference.generate`), a batch of prompts at a time, and compares the answer
 with the reference after the book's normalisation (strip, lower case, runs of whitespace -> one
 space): exact match.
 
     >>> train_ex = SFTExamples([("2+2=", "4"), ("3+3=", "6")], tok, eos_id=tok.eot_id)   # doctest: +SKIP
-    >>> train(model, train_ex, val_ex, TrainConfig(lr=1e-4, epochs=2), "runs/sft", loss_fn=sft_loss)  # doctest: +SKIP
+    >>> train(model, train_ex, val_ex, TrainConfig(lr=1e-4, epochs=2), "runs/sft")        # doctest: +SKIP
     >>> answers = generate_completions(model, tok, ["5+5="], max_new_tokens=4, eos_id=tok.eot_id)  # doctest: +SKIP
 
 Longer than the model's context (`n_positions`): we truncate, with one warning per dataset,
@@ -44,7 +44,6 @@ import torch
 from lm.errors import ConfigError
 from lm.inference.generate import generate
 from lm.training.batches import IGNORE_INDEX
-from lm.training.engine import lm_loss
 
 # 5.3.2: the emotion of a text as a one-word completion (label + EOS, no leading space).
 EMOTION_TEMPLATE = "Predict the emotion for the following text: {text}\nEmotion:"
@@ -220,17 +219,6 @@ class SFTExamples:
             mask[row, :n - 1] = 1
             y[row, p - 1:n - 1] = seq[p:]      # position t predicts token t + 1: the completion's ids
         return {"input_ids": x, "attention_mask": mask, "targets": y}
-
-
-def sft_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
-    """The engine's `lm_loss` on a right-padded SFT batch, without passing the attention mask.
-
-    With padding on the right, causal attention never lets a real token see a pad (pads come
-    after it) and position ids are 0, 1, 2, ... either way, so the mask changes nothing that is
-    trained on; leaving it out keeps the fast causal attention kernel (about 1.4x faster here).
-    tests/test_sft.py checks loss and gradients equal `lm_loss` with the mask.
-    """
-    return lm_loss(model, {"input_ids": batch["input_ids"], "targets": batch["targets"]})
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lm.data.loaders import book_shuffle, book_split, data_file, load_instruct
 from lm.finetune.epochs import train_by_epoch
-from lm.finetune.sft import IM_END, SFTExamples, exact_match, generate_completions, instruct_pair, normalize, sft_loss
+from lm.finetune.sft import IM_END, SFTExamples, exact_match, generate_completions, instruct_pair, normalize
 from lm.models.gpt2 import GPT2
 from lm.stages import RunConfig, quick_full
 from lm.stages.emotion_sft import FinetuneSettings, setup
@@ -47,8 +47,7 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
                            tok.eot_id, context=context)
     test_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in test_rows], tok, tok.eot_id,
                           context=context)
-    res = train_by_epoch(model, train_ex, test_ex, st.train, st.epochs, out_dir,
-                         loss_fn=sft_loss, desc="instruct_sft")
+    res = train_by_epoch(model, train_ex, test_ex, st.train, st.epochs, out_dir, desc="instruct_sft")
     prompts = [instruct_pair(r.instruction, r.solution).prompt for r in test_rows]
     answers = generate_completions(model, tok, prompts, s.max_new_tokens, eos_id=tok.eot_id,
                                    stop_strings=[IM_END], batch_size=s.eval_batch)
