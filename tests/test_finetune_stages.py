@@ -128,3 +128,19 @@ def test_label_scores_by_hand():
     assert s["confusion"]["labels"][-1] == "(other)"
     m = s["confusion"]["matrix"]
     assert m[1][1] == 1 and m[1][4] == 1 and m[4][4] == 1 and m[0][6] == 1 and sum(map(sum, m)) == 4
+
+
+def test_real_weights_flag_uses_the_books_settings(tiny_run):
+    """--gpt2 FOLDER: that folder is the base, trained with the book's constant rate and no clipping."""
+    module = load_stage("emotion_sft")
+    data_dir, run_dir = tiny_run
+    folder = run_dir / "pretrained" / "gpt2"
+    s = replace(module.Settings(), real_epochs=1, real_batch_size=8, val_batches=1, eval_batch=8, max_new_tokens=3)
+    st = module.setup(RunConfig(gpt2=str(folder), run_dir=run_dir), s, data_dir)
+    assert st.real and st.folder == folder and st.epochs == 1 and st.max_train == 1000
+    assert (st.train.lr, st.train.schedule, st.train.grad_clip, st.train.warmup_steps) == (5e-5, "constant", 0.0, 0)
+    out = run_dir / "real"
+    m = module.run(RunConfig(gpt2=str(folder), run_dir=run_dir), s, data_dir, out)
+    assert m["base_model"] == f"GPT-2 weights from --gpt2 {folder}" and len(m["accuracy_per_epoch"]) == 1
+    lrs = {json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in x}
+    assert lrs == {5e-5}
