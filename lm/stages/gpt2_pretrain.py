@@ -23,9 +23,11 @@ import torch
 
 from lm.errors import ConfigError
 from lm.data.download import gpt2_folder
+from lm.data.loaders import book_shuffle, book_split, data_file, load_emotion, load_instruct, optional_file
 from lm.inference.generate import generate_text
 from lm.inference.sampling import SamplingConfig
 from lm.models.gpt2 import GPT2
+from lm.rl.tasks import split_problems
 from lm.stages import RunConfig, quick_full, settings_for
 from lm.tokenizers.gpt2 import GPT2Tokenizer
 from lm.training.pretrain import BOOK_CONTEXTS, GPT2PretrainConfig, evaluate_gpt2, pretrain_gpt2, read_news
@@ -45,14 +47,15 @@ class Settings:
     n_embd: int = quick_full(128, 256)                    # model width
     n_layer: int = quick_full(2, 4)                       # blocks
     n_head: int = quick_full(4, 8)                        # attention heads
-    context: int = quick_full(64, 128)                    # tokens per training window
+    context: int = quick_full(128, 128)                   # tokens per training window (n_positions: twice this)
     steps: int | None = quick_full(250, None)             # optimizer steps (None: from max_tokens)
     max_tokens: int | None = quick_full(None, 5_000_000)  # token budget when steps is None
-    batch: int = quick_full(32, 32)                       # windows per step (and per evaluation batch)
+    batch: int = quick_full(16, 32)                       # windows per step (and per evaluation batch)
     eval_batches: int | None = quick_full(20, None)       # validation batches (None: all)
     warmup_steps: int = quick_full(20, 200)               # linear warm-up steps
     eval_interval: int = quick_full(0, 500)               # steps between evaluations (0: at the end)
     checkpoint_interval: int = quick_full(0, 1000)        # steps between training checkpoints
+    task_texts: bool = quick_full(True, True)             # also pretrain on the chapter 5 tasks' training splits
     # real GPT-2 weights (--gpt2): a 124M+ model on a CPU is measured on a few thousand tokens
     real_context: int = quick_full(128, 512)              # window for measuring real weights
     real_batch: int = quick_full(8, 8)                    # windows per evaluation batch
@@ -65,12 +68,31 @@ def pretrain_config(s: Settings) -> GPT2PretrainConfig:
     return GPT2PretrainConfig(**{k: v for k, v in vars(s).items() if k in names})
 
 
+def task_texts(data_dir: Path) -> list[str]:
+    """The training splits of the chapter 5 tasks, as extra pretraining text: the emotion texts of
+    train.jsonl, the instruct rows the instruct_sft stage trains on, and the GSM8K problems (question
+    and worked solution) the GRPO stages train on. Never an evaluation split, never a label: this
+    is the unlabelled in-domain text a base model would have seen. Files absent from the data dir
+    are skipped."""
+    texts: list[str] = []
+    if optional_file(data_dir, "emotion/train.jsonl"):
+        texts += [ex.text for ex in load_emotion(data_file(data_dir, "emotion/train.jsonl"))]
+    if optional_file(data_dir, "instruct/instruct.jsonl"):
+        train_rows, _ = book_split(book_shuffle(load_instruct(data_file(data_dir, "instruct/instruct.jsonl"))))
+        texts += [f"{r.instruction}\n{r.solution}" for r in train_rows]
+    if optional_file(data_dir, "gsm8k/train.jsonl"):
+        train_problems, _ = split_problems(data_dir)
+        texts += [f"{p.question}\n{p.solution}\n#### {p.answer}" for p in train_problems]
+    return texts
+
+
 def pretrained_gpt2(cfg: RunConfig, data_dir: Path) -> Path:
     """The folder of the GPT-2 the chapter 5 stages start from (Hugging Face layout + tokenizer).
 
     `--gpt2` given: that folder (a hub name is fetched into the download cache first). Otherwise
-    the small GPT-2 of this stage, trained on `data_dir`'s news corpus once per run and cached in
-    `RUN/pretrained/gpt2` (complete once `pretrain.json` is there; a half-trained folder is redone).
+    the small GPT-2 of this stage, trained on `data_dir`'s news corpus and the tasks' training texts
+    (`task_texts`) once per run and cached in `RUN/pretrained/gpt2` (complete once `pretrain.json`
+    is there; a half-trained folder is redone).
     """
     if cfg.gpt2:
         return gpt2_folder(cfg.gpt2)
@@ -82,8 +104,9 @@ def pretrained_gpt2(cfg: RunConfig, data_dir: Path) -> Path:
     partial = folder.with_name("gpt2.partial")
     shutil.rmtree(partial, ignore_errors=True)
     seed_everything(cfg.seed)
-    pretrain_gpt2(data_dir, partial, pretrain_config(settings_for(Settings, cfg.quick)), cfg.seed, cfg.device,
-                  work_dir=folder.with_name("gpt2_train"))
+    s = settings_for(Settings, cfg.quick)
+    pretrain_gpt2(data_dir, partial, pretrain_config(s), cfg.seed, cfg.device, work_dir=folder.with_name("gpt2_train"),
+                  extra_texts=task_texts(data_dir) if s.task_texts else ())
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -127,8 +128,9 @@ def read_news(data_dir, train_lines: int | None, valid_lines: int | None) -> tup
 
 
 def pretrain_gpt2(data_dir, folder: Path, cfg: GPT2PretrainConfig, seed: int = 0, device: str | None = None,
-                  work_dir: Path | None = None) -> dict:
-    """Train a byte-level BPE and a small GPT-2 on the news corpus; save both to `folder`.
+                  work_dir: Path | None = None, extra_texts: Sequence[str] = ()) -> dict:
+    """Train a byte-level BPE and a small GPT-2 on the news corpus (plus `extra_texts`, each one
+    document); save both to `folder`.
 
     The model is saved with `save_pretrained` (the Hugging Face layout) with the tokenizer files,
     loaded back with `from_pretrained`, and must give bit-identical logits. The training metrics
@@ -136,8 +138,10 @@ def pretrain_gpt2(data_dir, folder: Path, cfg: GPT2PretrainConfig, seed: int = 0
     """
     folder = Path(folder)
     train_lines, valid_lines = read_news(data_dir, cfg.train_lines, cfg.valid_lines)
+    train_lines += [t for t in extra_texts if t.strip()]
     t0 = time.perf_counter()
-    say(f"gpt2_pretrain: training a {cfg.vocab_size}-token byte-level BPE on {len(train_lines):,} sentences")
+    say(f"gpt2_pretrain: training a {cfg.vocab_size}-token byte-level BPE on {len(train_lines):,} texts "
+        f"({len(extra_texts):,} beside the news)")
     tok = GPT2Tokenizer.train(train_lines, cfg.vocab_size)
     tr_ids, _ = encode_lines(train_lines, tok, tok.eot_id)
     va_ids, _ = encode_lines(valid_lines, tok, tok.eot_id)
@@ -166,7 +170,8 @@ def pretrain_gpt2(data_dir, folder: Path, cfg: GPT2PretrainConfig, seed: int = 0
     if diff != 0.0:
         raise LMError(f"{folder}: the reloaded model's logits differ from the trained model's by {diff}")
     metrics = {k: m.get(k) for k in ("steps", "tokens", "train_loss", "tokens_per_s")}
-    metrics.update(reload_identical=True, prep_seconds=round(prep_s, 2), context=cfg.context)
+    metrics.update(reload_identical=True, prep_seconds=round(prep_s, 2), context=cfg.context,
+                   pretraining_texts=len(train_lines), task_texts=len(extra_texts))
     atomic_write_json(folder / "pretrain.json", metrics)
     return metrics
 
