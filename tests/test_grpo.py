@@ -12,8 +12,8 @@ import torch.multiprocessing as mp
 from lm.errors import ConfigError
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.rl import distributed
-from lm.rl.grpo import (GRPOConfig, Rollout, completion_mask, group_advantages, grpo_loss, grpo_update,
-                        new_reference, rollout, train_grpo)
+from lm.rl.grpo import GRPOConfig, Rollout, grpo_update, new_reference, rollout, train_grpo
+from lm.rl.objective import completion_mask, group_advantages, grpo_loss
 from lm.rl.tasks import (Problem, accuracy, build_prompt, combined_reward, correctness_reward, extract_answer,
                          extract_last_number, extract_single_number, format_completion, format_reward,
                          is_correct, load_problems)

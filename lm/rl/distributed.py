@@ -121,6 +121,12 @@ def _reduce_bucket(bucket: list[torch.Tensor], d: Dist) -> None:
         offset += t.numel()
 
 
+def barrier(d: Dist) -> None:
+    """Wait until every rank gets here."""
+    if d.active:
+        dist.barrier()
+
+
 def all_sum(values: Sequence[float], d: Dist) -> list[float]:
     """Sum a few numbers over the ranks (for logging global means)."""
     t = torch.tensor(list(values), dtype=torch.float64, device=d.device)

@@ -24,8 +24,12 @@ current ones detached (ratio exactly 1, as TRL does) instead of a second identic
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import json
+import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,13 +37,19 @@ from typing import Callable, Sequence
 
 import torch
 
-from lm.errors import ConfigError
+from lm.data.download import model_folder as model_folder_of
+from lm.errors import ConfigError, LMError
 from lm.inference.generate import generate, left_pad
 from lm.inference.sampling import SamplingConfig
+from lm.models.auto import load_causal_lm
+from lm.rl import distributed
+from lm.rl.objective import completion_mask, group_advantages, grpo_loss, token_log_probs
 from lm.rl.distributed import Dist, all_reduce_gradients, all_sum, broadcast_parameters, parameters_identical
-from lm.rl.tasks import REWARDS, Problem, accuracy, build_prompt
+from lm.rl.tasks import REWARDS, Problem, build_prompt, split_problems
+from lm.rl.warmup import WarmupConfig, evaluate_accuracy, sft_warmup
 from lm.training.engine import TrainConfig, load_checkpoint, make_optimizer, save_checkpoint
-from lm.utils import MetricsLogger, Progress
+from lm.tokenizers.hf_json import tokenizer_from_dir
+from lm.utils import MetricsLogger, Progress, atomic_write_json, seed_everything, write_summary
 
 CHECKPOINT_NAME = "grpo_checkpoint.pt"
 
@@ -91,17 +101,6 @@ class Rollout:
     answers: list[str]             # each row's gold answer (a prompt's answer repeated G times)
 
 
-def completion_mask(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """1 up to and including the first EOS of each row, 0 after it. (N, K) -> (N, K) long.
-
-    >>> completion_mask(torch.tensor([[5, 9, 2, 9], [5, 6, 7, 8]]), eos_id=9).tolist()
-    [[1, 1, 0, 0], [1, 1, 1, 1]]
-    """
-    is_eos = (completion == eos_id).long()
-    seen_before = is_eos.cumsum(1) - is_eos                                    # EOS strictly before t
-    return (seen_before == 0).long()
-
-
 @torch.no_grad()
 def rollout(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], cfg: GRPOConfig, eos_id: int,
             generator: torch.Generator | None = None) -> Rollout:
@@ -121,50 +120,6 @@ def rollout(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], cfg:
         texts.append(tokenizer.decode(ids[:-1] if ids and ids[-1] == eos_id else ids))
     return Rollout(out, torch.cat([prompt_mask.to(device), cmask], dim=1), cmask, texts,
                    [p.answer for p in problems for _ in range(cfg.group_size)])
-
-
-def token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    k: int) -> torch.Tensor:
-    """log p(token_t | tokens before t) of the last k tokens of every row. (N, T + k) -> (N, k)."""
-    logits = model(input_ids, attention_mask=attention_mask)[:, -k - 1:-1].float()   # (N, k, V)
-    return logits.log_softmax(-1).gather(-1, input_ids[:, -k:, None]).squeeze(-1)    # (N, k)
-
-
-def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """(r - mean of its group) / (std of its group + 1e-4), std unbiased as torch's default.
-
-    A group whose completions all got the same reward gives advantages 0 (not NaN).
-    >>> group_advantages(torch.tensor([1.0, 3.0, 2.0, 2.0]), 2).tolist()
-    [-0.70705..., 0.70705..., 0.0, 0.0]
-    """
-    r = rewards.view(-1, group_size)                                            # (B, G)
-    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1)
-
-
-def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor,
-              mask: torch.Tensor, beta: float, epsilon: float) -> tuple[torch.Tensor, dict]:
-    """The book's GRPO loss. All (N, K) but `advantages` (N,); mask 1 on completion tokens.
-
-        ratio_t     = exp(logp_t - old_logp_t)
-        surrogate_t = min(ratio_t * A, clip(ratio_t, 1 - epsilon, 1 + epsilon) * A)
-        kl_t        = exp(ref_t - logp_t) - (ref_t - logp_t) - 1        (the k3 estimator, >= 0)
-        loss        = - mean over sequences of  sum_t mask_t (surrogate_t - beta kl_t) / sum_t mask_t
-
-    Returns the loss and {"kl", "clip_fraction"} (token means over the masked tokens).
-    """
-    mask = mask.to(logp.dtype)
-    A = advantages[:, None]                                                     # (N, 1)
-    ratio = torch.exp(logp - old_logp)                                          # (N, K)
-    surrogate = torch.min(ratio * A, ratio.clamp(1 - epsilon, 1 + epsilon) * A)
-    d = ref_logp - logp
-    kl = torch.exp(d) - d - 1                                                   # (N, K)
-    per_token = surrogate - beta * kl
-    loss = -((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
-    with torch.no_grad():
-        clipped = ((ratio < 1 - epsilon) & (A < 0)) | ((ratio > 1 + epsilon) & (A > 0))
-        n = mask.sum().clamp(min=1)
-        stats = {"kl": float((kl * mask).sum() / n), "clip_fraction": float((clipped * mask).sum() / n)}
-    return loss, stats
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,29 +259,149 @@ def _jsonable(cfg: GRPOConfig) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation
+# The whole experiment: evaluate, warm up, evaluate, GRPO (1 or N ranks), evaluate
 # --------------------------------------------------------------------------------------------
 
-@torch.no_grad()
-def greedy_completions(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], max_new_tokens: int,
-                       eos_id: int, batch_size: int = 32) -> list[str]:
-    """Greedy completions of the book's prompts, in batches, cut at the first EOS."""
-    texts = []
-    was_training = model.training
-    model.eval()
-    for i in range(0, len(problems), batch_size):
-        prompts = [tokenizer.encode(build_prompt(p.question)) for p in problems[i:i + batch_size]]
-        out = generate(model, prompts, max_new_tokens, stop_token_ids=[eos_id], pad_token_id=eos_id,
-                       vocab_limit=tokenizer.vocab_size)
-        T = max(len(p) for p in prompts)
-        for row in out[:, T:].tolist():
-            texts.append(tokenizer.decode(row[:row.index(eos_id)] if eos_id in row else row))
-    model.train(was_training)
-    return texts
+def run_grpo(model_folder: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: GRPOConfig,
+             warmup: WarmupConfig | None, eval_problems: int = 30, eval_tokens: int = 128, ranks: int = 1,
+             device: str | None = None, resume: bool = False) -> dict:
+    """The book's pipeline on a data dir's GSM8K: accuracy before SFT, after the SFT warm-up and
+    after GRPO, on held-out problems (`split_problems`), plus the GRPO run's metrics.
+
+    `model_folder`: a Hugging Face GPT-2 or Qwen2 folder (weights + tokenizer). With `ranks` > 1 the
+    GRPO part runs data-parallel in `ranks` fresh processes (`distributed.spawn`) from the warmed-up
+    model saved in out_dir/sft_model; rank 0 saves the result to out_dir/grpo_model.
+    """
+    out = Path(out_dir)
+    model, tok = load_causal_lm(model_folder, device=device or "cpu"), tokenizer_from_dir(model_folder)
+    eos_id = model.config.eos_token_id
+    train_problems, eval_set = split_problems(data_dir)
+    eval_set = eval_set[:eval_problems]
+    metrics: dict = {"eval_problems": len(eval_set), "train_problems": len(train_problems), "ranks": ranks}
+    sft_folder = out / "sft_model"
+    if resume and (sft_folder / "config.json").is_file():                   # warmed up before the stop
+        model = load_causal_lm(sft_folder, device=device or "cpu")
+    else:
+        metrics["accuracy_before"] = evaluate_accuracy(model, tok, eval_set, eval_tokens, eos_id)[0]
+        if warmup is not None:
+            metrics.update(sft_warmup(model, tok, train_problems, warmup, eos_id, out / "sft", cfg.seed, device))
+        if ranks > 1:
+            model.save_pretrained(sft_folder)
+    metrics["accuracy_after_sft"] = evaluate_accuracy(model, tok, eval_set, eval_tokens, eos_id)[0]
+    if ranks == 1:
+        metrics.update(train_grpo(model, tok, train_problems, cfg, out / "grpo", eos_id,
+                                  Dist(device=next(model.parameters()).device), resume=resume))
+    else:
+        distributed.spawn(_rank_main, ranks, str(sft_folder), str(model_folder), str(data_dir), cfg,
+                          str(out / "grpo"), device, resume)
+        model = load_causal_lm(out / "grpo_model", device=device or "cpu")
+        metrics.update(json.loads((out / "grpo" / "grpo_metrics.json").read_text(encoding="utf-8")))
+    accuracy_after, texts = evaluate_accuracy(model, tok, eval_set, eval_tokens, eos_id)
+    metrics["accuracy_after"] = accuracy_after
+    metrics["samples"] = [{"question": p.question, "answer": p.answer, "completion": t}
+                          for p, t in list(zip(eval_set, texts))[:3]]
+    return metrics
 
 
-def evaluate_accuracy(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], max_new_tokens: int,
-                      eos_id: int) -> tuple[float, list[str]]:
-    """The book's correctness rule over greedy completions: (accuracy, completions)."""
-    texts = greedy_completions(model, tokenizer, problems, max_new_tokens, eos_id)
-    return accuracy(texts, [p.answer for p in problems]), texts
+def _rank_main(rank: int, world: int, model_folder: str, tokenizer_folder: str, data_dir: str, cfg: GRPOConfig,
+               out: str, device: str | None, resume: bool) -> None:
+    """One rank of a data-parallel GRPO run (started by `distributed.spawn` or by torchrun)."""
+    d = distributed.init(rank, world, device)
+    if d.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))         # the ranks share the cores
+    model, tok = load_causal_lm(model_folder, device=d.device), tokenizer_from_dir(tokenizer_folder)
+    train_problems, _ = split_problems(data_dir)
+    metrics = train_grpo(model, tok, train_problems, cfg, out, model.config.eos_token_id, d, resume=resume,
+                         desc=f"grpo rank {rank}")
+    if d.is_main:
+        model.save_pretrained(Path(out).parent / "grpo_model")
+        atomic_write_json(Path(out) / "grpo_metrics.json", metrics)
+    distributed.shutdown(d)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    c, w = GRPOConfig(), WarmupConfig()
+    p = argparse.ArgumentParser(prog="python -m lm.rl.grpo",
+                                description="GRPO on a data dir's GSM8K: SFT warm-up, then GRPO; accuracy before and "
+                                            "after. Data parallel: torchrun --nproc_per_node=N -m lm.rl.grpo ...")
+    p.add_argument("--model", required=True, help="a Hugging Face GPT-2 or Qwen2 folder (weights and tokenizer)")
+    p.add_argument("--data-dir", required=True, help="a data dir with gsm8k/train.jsonl (and gsm8k/test.jsonl)")
+    p.add_argument("--out", required=True, help="output folder (metrics.jsonl, checkpoints, models, summary.json)")
+    p.add_argument("--prompts-per-step", type=int, default=c.prompts_per_step, help="B: prompts per step, all ranks")
+    p.add_argument("--group-size", type=int, default=c.group_size, help="G: completions per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=c.max_new_tokens, help="completion length cap")
+    p.add_argument("--temperature", type=float, default=c.temperature, help="rollout sampling temperature")
+    p.add_argument("--beta", type=float, default=c.beta, help="KL weight")
+    p.add_argument("--epsilon", type=float, default=c.epsilon, help="ratio clip range")
+    p.add_argument("--mu", type=int, default=c.mu, help="optimizer updates per rollout")
+    p.add_argument("--iterations", type=int, default=c.iterations, help="outer iterations (reference re-copied)")
+    p.add_argument("--steps", type=int, default=c.steps, help="steps per iteration")
+    p.add_argument("--lr", type=float, default=c.lr, help="AdamW learning rate")
+    p.add_argument("--checkpoint-interval", type=int, default=50, help="steps between checkpoints")
+    p.add_argument("--warmup-examples", type=int, default=w.examples, help="SFT warm-up problems (0: no warm-up)")
+    p.add_argument("--warmup-epochs", type=float, default=w.epochs, help="SFT warm-up passes")
+    p.add_argument("--warmup-lr", type=float, default=w.lr, help="SFT warm-up learning rate")
+    p.add_argument("--eval-problems", type=int, default=30, help="held-out problems to evaluate (the book: 30)")
+    p.add_argument("--eval-tokens", type=int, default=256, help="new tokens per evaluation answer")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's warm-up model and GRPO checkpoint")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Single process, or one rank of `torchrun --nproc_per_node=N -m lm.rl.grpo ...`."""
+    a = build_parser().parse_args(argv)
+    cfg = GRPOConfig(prompts_per_step=a.prompts_per_step, group_size=a.group_size, max_new_tokens=a.max_new_tokens,
+                     temperature=a.temperature, beta=a.beta, epsilon=a.epsilon, mu=a.mu, iterations=a.iterations,
+                     steps=a.steps, lr=a.lr, checkpoint_interval=a.checkpoint_interval, seed=a.seed)
+    warmup = (WarmupConfig(examples=a.warmup_examples, epochs=a.warmup_epochs, lr=a.warmup_lr)
+              if a.warmup_examples else None)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        model_folder = model_folder_of(a.model)
+        seed_everything(a.seed)
+        if world == 1:
+            metrics = run_grpo(model_folder, a.data_dir, a.out, cfg, warmup, a.eval_problems, a.eval_tokens,
+                               device=a.device, resume=a.resume)
+            write_summary(a.out, metrics)
+            print(f"accuracy: before {metrics['accuracy_before']:.3f}, after SFT {metrics['accuracy_after_sft']:.3f}, "
+                  f"after GRPO {metrics['accuracy_after']:.3f}; reward {metrics['reward_first']:.3f} -> "
+                  f"{metrics['reward_last']:.3f}")
+            return 0
+        return _torchrun_main(a, cfg, warmup, model_folder, world)
+    except LMError as e:
+        print(f"lm.rl.grpo: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _torchrun_main(a: argparse.Namespace, cfg: GRPOConfig, warmup: WarmupConfig | None, model_folder: Path,
+                   world: int) -> int:
+    """Under torchrun: rank 0 warms up and saves the model; every rank runs GRPO; rank 0 evaluates."""
+    rank, out = int(os.environ["RANK"]), Path(a.out)
+    d = distributed.init(rank, world, a.device, timeout_s=3600)               # rank 0's warm-up takes a while
+    sft_folder, tok = out / "sft_model", tokenizer_from_dir(model_folder)
+    train_problems, eval_set = split_problems(a.data_dir)
+    eval_set = eval_set[:a.eval_problems]
+    if d.is_main and not (a.resume and (sft_folder / "config.json").is_file()):
+        model = load_causal_lm(model_folder, device=d.device)
+        if warmup is not None:
+            sft_warmup(model, tok, train_problems, warmup, model.config.eos_token_id, out / "sft", a.seed, a.device)
+        model.save_pretrained(sft_folder)
+    distributed.barrier(d)
+    model = load_causal_lm(sft_folder, device=d.device)
+    metrics = train_grpo(model, tok, train_problems, cfg, out / "grpo", model.config.eos_token_id, d,
+                         resume=a.resume, desc=f"grpo rank {rank}")
+    if d.is_main:
+        model.save_pretrained(out / "grpo_model")
+        metrics["accuracy_after"] = evaluate_accuracy(model, tok, eval_set, a.eval_tokens,
+                                                      model.config.eos_token_id)[0]
+        write_summary(out, metrics)
+        print(f"accuracy after GRPO {metrics['accuracy_after']:.3f}; reward {metrics['reward_first']:.3f} -> "
+              f"{metrics['reward_last']:.3f}")
+    distributed.shutdown(d)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from lm.data.loaders import load_gsm8k
+from lm.data.loaders import book_shuffle, data_file, load_gsm8k, optional_file
 
 # The system prompt of GRPO.py and the TRL notebook (the DataParallel notebook drops the blank line).
 SYSTEM_PROMPT = ("\nRespond in the following format:\n\n<reasoning>\n...\n</reasoning>\n"
                  "<answer>\n...\n</answer>\n")
 FORMAT_TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
 FORMAT_POINTS = 0.2              # per tag present (the book's code; its markdown says 0.05)
+HELD_OUT = 100                   # without gsm8k/test.jsonl: the first 100 shuffled train problems are kept for evaluation
 
 _NUMBER = re.compile(r"-?\d*\.?\d+")
 _LAST_NUMBER = re.compile(r"(?:^|\s|=)\s*(-?\d*\.?\d+)\s*$")
@@ -43,6 +44,22 @@ class Problem:
 def load_problems(path: str | Path) -> list[Problem]:
     """GSM8K-format JSONL (`{"question", "answer": "... #### 42"}`) as problems."""
     return [Problem(ex.question, ex.final, ex.answer.rsplit("####", 1)[0].strip()) for ex in load_gsm8k(path)]
+
+
+def split_problems(data_dir: str | Path) -> tuple[list[Problem], list[Problem]]:
+    """(training problems, evaluation problems) of a data dir; evaluation never trains anything.
+
+    With `gsm8k/test.jsonl`: all of train.jsonl, and test.jsonl. Without (the real data here,
+    and the book, which never uses GSM8K's test split): train.jsonl shuffled the book's way
+    (seed 42), the first HELD_OUT problems for evaluation and the rest for training, as the book's
+    DataParallel notebook keeps its first 30.
+    """
+    train = load_problems(data_file(data_dir, "gsm8k/train.jsonl"))
+    test = optional_file(data_dir, "gsm8k/test.jsonl")
+    if test is not None:
+        return train, load_problems(test)
+    shuffled = book_shuffle(train)
+    return shuffled[HELD_OUT:], shuffled[:HELD_OUT]
 
 
 def build_prompt(question: str, system: str = SYSTEM_PROMPT) -> str:
