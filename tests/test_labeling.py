@@ -196,8 +196,8 @@ def test_cohen_kappa_by_hand():
     assert cohen_kappa(list("aabb"), list("abbb")) == pytest.approx((0.75 - 0.5) / 0.5)
     assert cohen_kappa(list("abab"), list("abab")) == 1.0
     assert cohen_kappa(list("aaaa"), list("aaaa")) == 1.0
-    # p_o = 0.6, a: x3 y2, b: x2 y3 -> p_e = (3*2 + 2*3) / 25 = 0.48
-    assert cohen_kappa(list("xxxyy"), list("xxyyy")) == pytest.approx((0.6 - 0.48) / 0.52)
+    # p_o = 4/5, a: x3 y2, b: x2 y3 -> p_e = (3*2 + 2*3) / 25 = 0.48
+    assert cohen_kappa(list("xxxyy"), list("xxyyy")) == pytest.approx((0.8 - 0.48) / 0.52)
 
 
 def test_agreement_report_counts_only_documents_both_answered():
