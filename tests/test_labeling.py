@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, needs_shared
-from lm.data.loaders import Abstract, EMBEDDED_DIR, Topic
+from lm.data.loaders import Abstract, EMBEDDED_DIR
 from lm.errors import ConfigError, DataError
 from lm.labeling.cache import AnswerCache, candidates_hash
 from lm.labeling.candidates import candidate_lists, label_scores, recall_at_k, recall_report, top_k
@@ -21,7 +21,7 @@ from lm.labeling.lm_generate import LMGenerator
 from lm.labeling.lm_score import LMScorer
 from lm.labeling.pipeline import ask_all
 from lm.labeling.prompt import BOOK_PROMPT, build_prompt, extract_id, parse_answer
-from lm.labeling.taxonomy import Leaf, id_regex, load_taxonomy, taxonomy_from_topics
+from lm.labeling.taxonomy import id_regex, load_taxonomy
 from lm.labeling.tfidf import TfidfVectorizer, cosine
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.tokenizers.gpt2 import GPT2Tokenizer
@@ -293,8 +293,8 @@ def test_lm_score_batched_equals_one_at_a_time(tiny_lm, tmp_path):
     sc = LMScorer(model, tok, tax, normalize="sum")
     doc = Abstract("1", "Bread", "We bake loaves " * 40)        # longer than the window: cut
     cands = [sc.candidate_ids(q) for q in tax.qcodes]
-    prompt = sc.prompt_ids(doc, max(map(len, cands)))
-    assert len(prompt) + max(map(len, cands)) == model.config.n_positions
+    prompt = sc.prompt_ids(doc)
+    assert len(prompt) + max(map(len, cands)) == model.config.n_positions == len(prompt) + sc.room
     assert prompt[-len(sc.tail):] == sc.tail
     assert np.allclose(sc.score(prompt, cands), sc.score_reference(prompt, cands), atol=1e-4)
     s = sc.scores(doc, tax.qcodes)
@@ -304,6 +304,24 @@ def test_lm_score_batched_equals_one_at_a_time(tiny_lm, tmp_path):
     pmi = LMScorer(model, tok, tax, normalize="pmi")
     prior = pmi.score_reference(sc.tail, cands)
     assert np.allclose(pmi.scores(doc, tax.qcodes), s - prior, atol=1e-4)
+
+
+def test_lm_score_batch_of_documents_equals_reference(tiny_lm, tmp_path):
+    """Prompts of different lengths (left-padded together) and different numbers of candidates."""
+    model, tok = tiny_lm
+    tax = load_taxonomy(write_tsv(tmp_path / "t.tsv", TOY_ROWS))
+    sc = LMScorer(model, tok, tax)
+    docs = [Abstract("1", "Bread", "We bake loaves."), Abstract("2", "Floods", "x " * 30), Abstract("3", "C", "c")]
+    cands = [tax.qcodes, ["toy:2100"], ["toy:1200", "toy:1100"]]
+    ids = [[sc.candidate_ids(q) for q in c] for c in cands]
+    prompts = [sc.prompt_ids(d) for d in docs]
+    assert len({len(p) for p in prompts}) == 3
+    for got, p, c in zip(sc.score_batch(prompts, ids), prompts, ids):
+        assert np.allclose(got, sc.score_reference(p, c), atol=1e-4)
+    one_by_one = [sc.label(d, c) for d, c in zip(docs, cands)]
+    assert [a for _, a in LMScorer(model, tok, tax, rows=2).label_many(docs, cands)] == one_by_one
+    tiny_batches = LMScorer(model, tok, tax, max_logits=1)           # one document per batch
+    assert dict(tiny_batches.label_many(docs + [docs[0]], cands + [[]])) == {**dict(enumerate(one_by_one)), 3: None}
 
 
 def test_lm_generate_validates_and_retries(tiny_lm, tmp_path, monkeypatch):

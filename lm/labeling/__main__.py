@@ -24,6 +24,7 @@ from lm.data.download import gpt2_folder
 from lm.data.loaders import resolve_data_dir
 from lm.errors import ConfigError, LMError
 from lm.labeling.cache import AnswerCache
+from lm.labeling.candidates import label_scores
 from lm.labeling.documents import load_corpus
 from lm.labeling.ensemble import OTHER, fold_rare
 from lm.labeling.hosted import ChatClient, EndpointConfig, HostedLabeller, key_from_env
@@ -109,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         labellers += hosted_labellers(a, taxonomy)
         out = Path(a.out)
         with AnswerCache(out / "answers.jsonl") as cache:
-            run = label_corpus(docs, taxonomy, labellers, make_embedder(a.candidates, model, tok), a.k, cache,
-                               truth=truth, min_votes=a.min_votes, quiet=a.quiet)
+            scores = label_scores(make_embedder(a.candidates, model, tok), docs, taxonomy)   # (N, L)
+            run = label_corpus(docs, taxonomy, labellers, scores, a.k, cache, truth=truth, min_votes=a.min_votes,
+                               quiet=a.quiet)
     except LMError as e:
         print(f"python -m lm.labeling: error: {e}", file=sys.stderr)
         return 2

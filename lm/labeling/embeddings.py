@@ -37,10 +37,18 @@ class GPT2Embedder:
         self.max_tokens = min(max_tokens or n_pos, n_pos)             # longer texts keep their first tokens
         self.center = center                                          # subtract the mean of `fit`'s texts
         self.mean: np.ndarray | None = None                           # (C,) set by fit when centering
+        self.memo: dict[str, np.ndarray] = {}                         # text -> pooled state (fit, then embed)
+
+    def pooled(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, C) mean hidden state of each text (not normalised); each distinct text is run once."""
+        new = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if new:
+            self.memo.update(zip(new, self._pooled(new)))
+        return np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, self.transformer.config.n_embd),
+                                                                               dtype=np.float32)
 
     @torch.no_grad()
-    def pooled(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, C) mean hidden state of each text (not normalised)."""
+    def _pooled(self, texts: Sequence[str]) -> np.ndarray:
         ids = [self.tokenizer.encode_ordinary(t)[: self.max_tokens] or [0] for t in texts]
         device = next(self.transformer.parameters()).device
         out = np.zeros((len(texts), self.transformer.config.n_embd), dtype=np.float32)   # (N, C)

@@ -46,7 +46,7 @@ class LMGenerator(Labeller):
     """Ask a local LM for the ID, the book's way: last match, validated, up to `attempts` tries."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, taxonomy: Taxonomy, name: str = "lm_generate",
-                 template: str = "book", attempts: int = 3, max_new_tokens: int = 16, batch_size: int = 16,
+                 template: str = "book", attempts: int = 3, max_new_tokens: int = 16, batch_size: int = 64,
                  sampling: SamplingConfig | None = None, seed: int = 0):
         if template not in TEMPLATES:
             raise ConfigError(f"template must be one of {TEMPLATES}, got {template!r}")

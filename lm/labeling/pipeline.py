@@ -12,6 +12,7 @@ bar counts answers over all labellers, with rate and ETA (`lm.utils.Progress`).
 """
 from __future__ import annotations
 
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Sequence
 
@@ -23,8 +24,13 @@ from lm.utils import Progress
 
 
 def ask_all(labellers: Sequence[Labeller], docs: Sequence[Abstract], candidates: Sequence[Sequence[str]],
-            cache: AnswerCache, quiet: bool | None = None, desc: str = "labelling") -> dict[str, dict[str, str | None]]:
-    """Every labeller's answer for every document (from the cache where it has them)."""
+            cache: AnswerCache, quiet: bool | None = None, desc: str = "labelling",
+            seconds: dict[str, float] | None = None) -> dict[str, dict[str, str | None]]:
+    """Every labeller's answer for every document (from the cache where it has them).
+
+    `seconds`, if given, receives the time spent asking each local labeller, and "pooled" for the
+    threaded ones together.
+    """
     names = [lab.name for lab in labellers]
     if len(set(names)) != len(names):
         raise ConfigError(f"labeller names must differ (they key the cache), got {names}")
@@ -40,12 +46,14 @@ def ask_all(labellers: Sequence[Labeller], docs: Sequence[Abstract], candidates:
 
     for lab in labellers:                       # local models: batched, one at a time
         if lab.threads == 0 and todo[lab.name]:
-            idx = todo[lab.name]
+            idx, start = todo[lab.name], time.perf_counter()
             for j, answer in lab.label_many([docs[i] for i in idx], [candidates[i] for i in idx]):
                 save(lab, idx[j], answer)
+            if seconds is not None:
+                seconds[lab.name] = round(time.perf_counter() - start, 2)
     pooled = [(lab, i) for lab in labellers if lab.threads > 0 for i in todo[lab.name]]
     if pooled:                                  # hosted models: all together, in threads
-        workers = max(lab.threads for lab in labellers if lab.threads > 0)
+        workers, start = max(lab.threads for lab in labellers if lab.threads > 0), time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labeller")
         try:
             pending = {pool.submit(lab.label, docs[i], candidates[i]): (lab, i) for lab, i in pooled}
@@ -56,6 +64,8 @@ def ask_all(labellers: Sequence[Labeller], docs: Sequence[Abstract], candidates:
                     save(lab, i, fut.result())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        if seconds is not None:
+            seconds["pooled"] = round(time.perf_counter() - start, 2)
     bar.close()
     return {lab.name: {d.id: cache.get(lab.name, d.id, candidates[i])[1] for i, d in enumerate(docs)}
             for lab in labellers}

@@ -1,7 +1,8 @@
 """The book's labelling workflow end to end, shared by the stage and the command line.
 
     docs, taxonomy, truth = load_corpus(data_dir)
-    run = label_corpus(docs, taxonomy, labellers, embedder, k, cache, truth=truth)
+    scores = label_scores(TfidfVectorizer(), docs, taxonomy)       # (N, L) cosines
+    run = label_corpus(docs, taxonomy, labellers, scores, k, cache, truth=truth)
     run.labels        # {doc id: majority qcode or None}
     run.metrics       # coverage, agreement, kappa, per-labeller coverage (+ accuracy on toy data)
 
@@ -27,7 +28,8 @@ import numpy as np
 from lm.data.loaders import Abstract
 from lm.errors import ConfigError
 from lm.labeling.cache import AnswerCache
-from lm.labeling.candidates import candidate_lists, label_scores, recall_report
+from lm.labeling.candidates import candidate_lists, recall_report
+from lm.labeling.documents import document_text
 from lm.labeling.embeddings import GPT2Embedder
 from lm.labeling.ensemble import agreement_report, book_min_votes, vote_all
 from lm.labeling.labeller import Labeller, NearestLabel
@@ -54,18 +56,24 @@ def make_embedder(kind: str, model=None, tokenizer=None):
 
 
 def local_labellers(names: Sequence[str], taxonomy: Taxonomy, docs: Sequence[Abstract], model=None, tokenizer=None,
-                    score_normalize: str = "sum", generate_template: str = "book", seed: int = 0) -> list[Labeller]:
-    """The named offline labellers (see the module docstring); embedders are fitted on `docs` + labels."""
+                    score_normalize: str = "sum", generate_template: str = "book", seed: int = 0,
+                    embedders: dict | None = None) -> list[Labeller]:
+    """The named offline labellers (see the module docstring).
+
+    The nearest-label labellers use `embedders["tfidf"]` / `embedders["gpt2"]` when given (already
+    fitted, e.g. those that picked the candidates), else new ones fitted on `docs` + label texts.
+    """
     unknown = [n for n in names if n not in LOCAL]
     if unknown:
         raise ConfigError(f"unknown local labeller(s) {unknown} (known: {', '.join(LOCAL)})")
     if model is None and NEEDS_MODEL & set(names):
         raise ConfigError(f"labellers {sorted(NEEDS_MODEL & set(names))} need a GPT-2 model (--gpt2 FOLDER)")
-    texts = [f"Title: {d.title}\nAbstract: {d.abstract}" for d in docs] + taxonomy.texts
+    texts = [document_text(d) for d in docs] + taxonomy.texts
     out: list[Labeller] = []
     for name in names:
         if name in ("tfidf", "gpt2_embed"):
-            emb = make_embedder("tfidf" if name == "tfidf" else "gpt2", model, tokenizer).fit(texts)
+            kind = "tfidf" if name == "tfidf" else "gpt2"
+            emb = (embedders or {}).get(kind) or make_embedder(kind, model, tokenizer).fit(texts)
             out.append(NearestLabel(emb, taxonomy, name))
         elif name == "lm_score":
             out.append(LMScorer(model, tokenizer, taxonomy, name, normalize=score_normalize))
@@ -83,10 +91,10 @@ class LabelRun:
     metrics: dict = field(default_factory=dict)   # see label_corpus
 
 
-def label_corpus(docs: Sequence[Abstract], taxonomy: Taxonomy, labellers: Sequence[Labeller], embedder, k: int,
-                 cache: AnswerCache, truth: dict[str, str] | None = None, min_votes: int | None = None,
+def label_corpus(docs: Sequence[Abstract], taxonomy: Taxonomy, labellers: Sequence[Labeller], scores: np.ndarray,
+                 k: int, cache: AnswerCache, truth: dict[str, str] | None = None, min_votes: int | None = None,
                  quiet: bool | None = None) -> LabelRun:
-    """Candidates, answers, votes and their metrics for `docs`.
+    """Candidates (the k best leaves by `scores`, (N, L) from `label_scores`), answers, votes, metrics.
 
     metrics: `coverage` (share of documents with a majority label), `agreement` and `kappa`
     (mean over labeller pairs), `labellers` ({name: {coverage[, accuracy_vs_truth]}}), `pairs`,
@@ -98,9 +106,9 @@ def label_corpus(docs: Sequence[Abstract], taxonomy: Taxonomy, labellers: Sequen
     min_votes = min_votes or book_min_votes(len(labellers))
     if min_votes > len(labellers):
         raise ConfigError(f"min_votes {min_votes} is more than the {len(labellers)} labellers")
-    scores = label_scores(embedder, docs, taxonomy)                         # (N, L)
     candidates = candidate_lists(scores, taxonomy, k)
-    answers = ask_all(labellers, docs, candidates, cache, quiet=quiet)
+    seconds: dict[str, float] = {}
+    answers = ask_all(labellers, docs, candidates, cache, quiet=quiet, seconds=seconds)
     ids = [d.id for d in docs]
     labels = vote_all(answers, ids, min_votes)
     rep = agreement_report(answers, ids)
@@ -109,7 +117,7 @@ def label_corpus(docs: Sequence[Abstract], taxonomy: Taxonomy, labellers: Sequen
         "coverage": round(sum(v is not None for v in labels.values()) / len(ids), 4),
         "agreement": rep["mean_agreement"], "kappa": rep["mean_kappa"],
         "labellers": {name: {"coverage": c} for name, c in rep["coverage"].items()},
-        "pairs": rep["pairs"],
+        "pairs": rep["pairs"], "seconds_per_labeller": seconds,
     }
     if truth is not None:
         metrics["candidate_recall"] = recall_report(scores, taxonomy, docs, truth, [k])[f"recall@{k}"]

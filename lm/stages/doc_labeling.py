@@ -1,0 +1,100 @@
+"""Stage doc_labeling (the book's document_classifier_with_LLMs_as_labelers): label, vote, train.
+
+The book labels 20,500 arXiv abstracts with IPTC leaves by asking five hosted LLMs (3 of 5 must
+agree), folds rare labels into "Other" and trains a classifier on the result. Offline, with our
+own models (`lm.labeling`):
+
+1. candidates: TF-IDF and GPT-2 embeddings each rank the leaves for every document; on the toy
+   data (which knows each abstract's true leaf) the recall of the truth among the k candidates
+   is measured for both, and the configured one (TF-IDF, the better) picks the candidates;
+2. four local labellers answer every document: nearest label by TF-IDF, nearest label by GPT-2
+   embedding, the GPT-2 LM scoring each candidate's text, the GPT-2 LM writing the ID after the
+   book's prompt (3 attempts); a label needs the book's n // 2 + 1 votes;
+3. coverage, agreement and Cohen's kappa of the labellers; on the toy data their accuracy;
+4. the labels (rare ones folded into "Other") train classifiers on the training documents, scored
+   on held-out documents against the ensemble's labels and, on the toy data, the true topics.
+
+Every answer is cached in OUT/answers.jsonl, so rerunning the stage in the same folder resumes.
+The GPT-2 is `pretrained_gpt2(cfg, data_dir)`: the --gpt2 folder or the small one of this run.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm.data.loaders import book_shuffle, book_split
+from lm.labeling.cache import AnswerCache
+from lm.labeling.candidates import label_scores, recall_report
+from lm.labeling.documents import ABSTRACTS, TAXONOMY, load_corpus
+from lm.labeling.ensemble import OTHER, fold_rare
+from lm.labeling.workflow import label_corpus, local_labellers, make_embedder
+from lm.models.gpt2 import GPT2
+from lm.stages import RunConfig, quick_full
+from lm.stages.gpt2_pretrain import pretrained_gpt2
+from lm.tokenizers.gpt2 import GPT2Tokenizer
+from lm.utils import atomic_write_json, choose_device, say
+
+DATA_FILES = [ABSTRACTS, TAXONOMY]
+NEEDS_GPT2 = True
+KEY_METRICS = ["coverage", "agreement", "accuracy_vs_labels", "accuracy_vs_truth", "candidate_recall"]
+
+
+@dataclass
+class Settings:
+    documents: int | None = quick_full(400, None)     # documents labelled, a seeded sample (None: all; toy: 400)
+    candidate_share: float = 0.09                     # candidates per document as a share of the leaves (book: 100 of 1,136)
+    max_candidates: int = quick_full(20, 100)         # ... at most (the book's 100)
+    candidates: str = "tfidf"                         # embedder that picks the candidates (better recall on the toy data)
+    labellers: list = quick_full(["tfidf", "gpt2_embed", "lm_score", "lm_generate"],
+                                 ["tfidf", "gpt2_embed", "lm_score", "lm_generate"])   # local labellers (lm.labeling.workflow)
+    min_votes: int | None = None                      # votes a label needs (None: the book's labellers // 2 + 1)
+    score_normalize: str = "sum"                      # lm_score's comparison: sum | mean | pmi (sum: best on the toy data)
+    test_share: float = 0.25                          # held-out documents (the book: 500 of 20,500; ours more, to measure)
+    min_docs: int = 3                                 # fold labels with fewer training documents into "Other" (book: 20 of 17,715)
+
+
+def n_candidates(s: Settings, n_leaves: int) -> int:
+    """k: the book's share of the leaves (toy: 30 leaves -> 3), at least 2, at most max_candidates."""
+    return max(2, min(s.max_candidates, round(s.candidate_share * n_leaves)))
+
+
+def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
+    device = choose_device(cfg.device)
+    docs, taxonomy, truth = load_corpus(data_dir, s.documents)
+    folder = pretrained_gpt2(cfg, data_dir)
+    model, tok = GPT2.from_pretrained(folder, device=device), GPT2Tokenizer.from_dir(folder)
+    k = n_candidates(s, len(taxonomy))
+    say(f"doc_labeling: {len(docs)} documents, {len(taxonomy)} leaves ({taxonomy.prefix}:), {k} candidates each")
+
+    # 1. candidates, and both embedders' recall of the truth where it is known
+    t0 = time.perf_counter()
+    embedders = {kind: make_embedder(kind, model, tok) for kind in ("tfidf", "gpt2")}
+    scores = {kind: label_scores(emb, docs, taxonomy) for kind, emb in embedders.items()}     # (N, L) each
+    metrics: dict = {"seconds_candidates": round(time.perf_counter() - t0, 2), "base_model": str(folder)}
+    if truth is not None:
+        ks = sorted({1, k, 10})
+        recall = {kind: recall_report(sc, taxonomy, docs, truth, ks) for kind, sc in scores.items()}
+        metrics["candidate_recall_by_embedder"] = recall
+        metrics["candidate_embedder_best"] = max(recall, key=lambda kind: recall[kind][f"recall@{k}"])
+
+    # 2-3. labellers, vote, agreement
+    t0 = time.perf_counter()
+    labellers = local_labellers(s.labellers, taxonomy, docs, model, tok, s.score_normalize, seed=cfg.seed,
+                                embedders=embedders)
+    with AnswerCache(out_dir / "answers.jsonl") as cache:
+        lab = label_corpus(docs, taxonomy, labellers, scores[s.candidates], k, cache, truth=truth,
+                           min_votes=s.min_votes, quiet=cfg.quiet)
+    metrics.update(lab.metrics, candidates=s.candidates, seconds_labelling=round(time.perf_counter() - t0, 2))
+
+    # 4. the classifier's data: train/test split, rare labels folded
+    train_docs, test_docs = book_split(book_shuffle(docs), 1 - s.test_share)
+    train = {d.id: lab.labels[d.id] for d in train_docs if lab.labels[d.id] is not None}
+    test = {d.id: lab.labels[d.id] for d in test_docs if lab.labels[d.id] is not None}
+    train, test, kept = fold_rare(train, test, s.min_docs)
+    metrics.update(train_labelled=len(train), test_labelled=len(test), classes=len(kept) + (OTHER in train.values()),
+                   other_share_train=round(sum(v == OTHER for v in train.values()) / max(len(train), 1), 4))
+    atomic_write_json(out_dir / "labels.json", {"train": train, "test": test, "kept": kept})
+    for name, m in metrics["labellers"].items():
+        say(f"  {name:12s} " + " ".join(f"{key}={v}" for key, v in m.items()))
+    return metrics
