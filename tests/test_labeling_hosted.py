@@ -255,3 +255,34 @@ def test_retry_after_parsing():
     assert retry_after("3") == 3.0 and retry_after("0.5") == 0.5 and retry_after(None) is None
     assert retry_after("soon") is None and retry_after("-4") == 0.0
     assert retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+
+
+def test_cli_with_hosted_models_never_shows_the_key(server, tmp_path, monkeypatch, capsys, caplog):
+    from lm.labeling.__main__ import main
+    data = tmp_path / "data"
+    (data / "arxiv").mkdir(parents=True)
+    (data / "iptc").mkdir()
+    (data / "iptc" / "mediatopic.tsv").write_text("qcode\tlevel\tpath\tdefinition\tis_leaf\n" + "".join(
+        "\t".join(map(str, r)) + "\n" for r in ROWS), encoding="utf-8")
+    (data / "arxiv" / "abstracts.jsonl").write_text("".join(
+        json.dumps({"id": f"d{i}", "title": "Bread", "abstract": "Loaves and cheese."}) + "\n" for i in range(5)))
+    monkeypatch.setenv("LM_TEST_KEY", KEY)
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(data), "--out", str(out), "--labellers", "tfidf", "--k", "3",
+            "--url", server.url, "--models", "valid,ratelimit,echo401", "--api-key-env", "LM_TEST_KEY",
+            "--timeout", "2", "--backoff", "0.01", "--retries", "2"]
+    with caplog.at_level(logging.DEBUG):
+        assert main(argv) == 0
+    labels = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
+    # candidates by TF-IDF: bread, cheese, then honey (no shared word); the fake answers the last one
+    assert [x["votes"]["hosted:valid"] for x in labels] == ["toy:1300"] * 5
+    assert all(x["votes"]["hosted:echo401"] is None for x in labels)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["labellers_used"] == ["tfidf", "hosted:valid", "hosted:ratelimit", "hosted:echo401"]
+    n = len(server.requests)
+    assert main(argv) == 0 and len(server.requests) == n        # resumed: nothing asked again
+    assert all(r["auth"] == f"Bearer {KEY}" for r in server.requests)
+    printed = capsys.readouterr()
+    files = "".join(p.read_text() for p in out.iterdir())
+    for text in (printed.out, printed.err, caplog.text, files, " ".join(argv)):
+        assert KEY not in text
