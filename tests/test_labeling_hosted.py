@@ -111,6 +111,15 @@ class FakeServer:
             if n == 1:
                 time.sleep(1.0)
             self.chat(h, ids[2])
+        elif model == "cut":               # the first reply is cut short, the connection closed
+            if n == 1:
+                h.send_response(200)
+                h.send_header("Content-Length", "500")
+                h.end_headers()
+                h.wfile.write(b'{"choices": [')
+                h.close_connection = True
+            else:
+                self.chat(h, ids[0])
         elif model == "echo401":           # a careless server that echoes the key it was sent
             self.send(h, 401, {"error": f"bad key {h.headers.get('Authorization')}"})
         elif model == "redirect":
@@ -186,6 +195,12 @@ def test_slow_reply_times_out_and_is_retried(server, taxonomy):
     assert HostedLabeller(client, "slow", taxonomy).label(DOC, CANDS) == "toy:1300"
     assert time.monotonic() - t < 1.0 and server.counts["slow"] == 2
     assert client.stats["retries"] == 1
+
+
+def test_reply_cut_short_is_retried(server, taxonomy):
+    client = client_for(server, [])
+    assert HostedLabeller(client, "cut", taxonomy).label(DOC, CANDS) == "toy:1100"
+    assert server.counts["cut"] == 2 and client.stats["retries"] == 1
 
 
 def test_key_never_in_errors_logs_or_cache(server, taxonomy, caplog, tmp_path, capsys):

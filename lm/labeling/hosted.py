@@ -27,6 +27,7 @@ and IDs only).
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import logging
 import os
@@ -194,7 +195,7 @@ class ChatClient:
             if isinstance(e.reason, (TimeoutError, socket.timeout)):
                 raise _Retryable(f"no reply within {self.cfg.timeout:g} s") from None
             raise _Retryable(f"connection failed ({e.reason})") from None
-        except (ConnectionError, OSError) as e:   # reset or closed mid-reply
+        except (OSError, http.client.HTTPException) as e:   # reset, closed or cut short mid-reply
             raise _Retryable(f"connection failed ({type(e).__name__})") from None
 
     def complete(self, model: str, prompt: str) -> str | None:

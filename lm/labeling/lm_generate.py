@@ -58,6 +58,8 @@ class LMGenerator(Labeller):
         self.sampling = sampling or SamplingConfig(temperature=0.7, top_p=0.95)   # for the retries
         self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
         self.window = getattr(model.config, "n_positions", None)    # None: no length limit
+        if self.window is not None and self.window <= max_new_tokens:
+            raise ConfigError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a window of {self.window}")
         eot = getattr(tokenizer, "eot_id", None)
         self.stop_ids = [eot] if eot is not None else []
         self.attempts_used: list[int] = []                            # attempts per answered document
