@@ -17,7 +17,8 @@ of the same tensors (both files are in the page cache after being written; "touc
 
 Targets (issue 6): batch-1 fp32 within 10 % of the bandwidth limit; batch 8 >= 5x batch 1.
 
-    python bench/generate.py                         # CPU, 124M and small configs
+    python bench/generate.py                         # CPU: GPT-2 124M, small, and Qwen2.5-0.5B's shapes
+    python bench/generate.py --configs qwen2.5-0.5b --dtype bfloat16
     python bench/generate.py --device cuda --new-tokens 64
 """
 from __future__ import annotations
@@ -33,11 +34,23 @@ from lm.checkpoints.safetensors import load_safetensors
 from lm.inference.generate import generate
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.models.fast_linear import linear
+from lm.models.qwen2 import Qwen2, Qwen2Config
 
-CONFIGS = {
-    "124M": dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
-    "small": dict(vocab_size=8000, n_positions=256, n_embd=256, n_layer=4, n_head=4),
+CONFIGS = {   # name -> (family, config arguments)
+    "124M": ("gpt2", dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)),
+    "small": ("gpt2", dict(vocab_size=8000, n_positions=256, n_embd=256, n_layer=4, n_head=4)),
+    # Qwen2.5-0.5B: hidden 896, 24 layers, 14 query / 2 key-value heads, MLP 4864, vocab 151936, tied
+    "qwen2.5-0.5b": ("qwen2", dict()),
 }
+
+
+def build(name: str) -> torch.nn.Module:
+    family, kwargs = CONFIGS[name]
+    return GPT2(GPT2Config(**kwargs)) if family == "gpt2" else Qwen2(Qwen2Config(**kwargs))
+
+
+def embedding(model) -> torch.Tensor:
+    return model.transformer.wte.weight if isinstance(model, GPT2) else model.model.embed_tokens.weight
 
 
 def sync(device: torch.device) -> None:
@@ -64,10 +77,12 @@ def measure_bandwidth(device: torch.device, mbytes: int, repeat: int = 5) -> flo
     return buf.numel() * 4 / best_seconds(buf.sum, device, repeat)
 
 
-def weight_bytes_per_token(model: GPT2) -> int:
-    """Bytes of weights one decoding step reads: every parameter once, except the position table
-    (one row is read) -- the tied embedding is read in full by the LM head."""
+def weight_bytes_per_token(model) -> int:
+    """Bytes of weights one decoding step reads: every parameter once, except GPT-2's position
+    table (one row is read) -- a tied embedding is read in full by the LM head."""
     total = sum(p.numel() * p.element_size() for p in model.parameters())
+    if not isinstance(model, GPT2):
+        return total
     wpe = model.transformer.wpe.weight
     return total - wpe.numel() * wpe.element_size()
 
@@ -87,11 +102,13 @@ class Bandwidth:
         return max(self.seen)
 
 
-def matmul_floor_tokens_per_s(model: GPT2, device: torch.device, kernel, repeat: int = 5) -> float:
+def matmul_floor_tokens_per_s(model, device: torch.device, kernel, repeat: int = 5) -> float:
     """Batch-1 tokens/s if a decoding step were nothing but its matrix-vector products (`kernel` on
     every weight matrix, LM head included): what the matmul kernels alone allow, without attention,
     norms or Python glue. The gap between this and the bandwidth limit is the kernels' own."""
-    mats = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)] + [model.transformer.wte.weight]
+    mats = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if getattr(model, "lm_head", None) is None:
+        mats.append(embedding(model))                                    # the tied LM head reads it
     xs = {w.shape[1]: torch.randn(1, 1, w.shape[1], device=device, dtype=w.dtype) for w in mats}
 
     def step():
@@ -114,9 +131,11 @@ def bench_generation(args, device, bw: Bandwidth):
     dtype = getattr(torch, args.dtype)
     for name in args.configs.split(","):
         torch.manual_seed(0)
-        model = GPT2(GPT2Config(**CONFIGS[name])).to(device=device, dtype=dtype).eval()
+        model = build(name).to(device=device, dtype=dtype).eval()
         wb = weight_bytes_per_token(model)
-        print(f"\n{name}: {model.num_parameters() / 1e6:.1f} M parameters, {wb / 2**20:.0f} MiB of weights per "
+        heads = "" if isinstance(model, GPT2) else \
+            f", {model.config.num_attention_heads} query / {model.config.num_key_value_heads} key-value heads"
+        print(f"\n{name}: {model.num_parameters() / 1e6:.1f} M parameters{heads}, {wb / 2**20:.0f} MiB of weights per "
               "decoding step")
         bw.probe()
         floors = {"F.linear": matmul_floor_tokens_per_s(model, device, torch.nn.functional.linear),
@@ -150,7 +169,7 @@ def bench_generation(args, device, bw: Bandwidth):
 
 def bench_load(args):
     torch.manual_seed(0)
-    model = GPT2(GPT2Config(**CONFIGS["124M"]))
+    model = build("124M")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         model.save_pretrained(d / "ckpt")
@@ -178,10 +197,11 @@ def bench_load(args):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Tokens/s of KV-cache vs uncached GPT-2 generation, and checkpoint load time.")
+    p = argparse.ArgumentParser(description="Tokens/s of KV-cache vs uncached generation (GPT-2, Qwen2), and checkpoint load time.")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
-    p.add_argument("--configs", default="124M,small", help="comma-separated model sizes: 124M, small")
+    p.add_argument("--configs", default="124M,small,qwen2.5-0.5b",
+                   help=f"comma-separated model sizes: {', '.join(CONFIGS)}")
     p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     p.add_argument("--prompt-len", type=int, default=16, help="prompt tokens per row")
     p.add_argument("--new-tokens", type=int, default=32, help="decoding steps timed with the KV cache")

@@ -180,3 +180,15 @@ def test_cuda_matches_cpu():
     cfg = SamplingConfig(temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2)
     s = generate(gpu, PROMPTS, 10, sampling=cfg, generator=torch.Generator("cuda").manual_seed(0))
     assert s.shape == (len(PROMPTS), T + 10)
+
+
+def test_vocab_limit_is_never_exceeded():
+    """A tokenizer smaller than the model's embedding: ids at or above the limit are never drawn."""
+    model = lively_model()
+    free = generate(model, PROMPTS, 15)
+    assert free[:, 7:].max() >= 40                                    # unconstrained, large ids appear
+    limited = generate(model, PROMPTS, 15, vocab_limit=40)
+    assert limited[:, 7:].max() < 40
+    cfg = SamplingConfig(temperature=1.5)
+    sampled = generate(model, PROMPTS, 15, sampling=cfg, vocab_limit=10, generator=torch.Generator().manual_seed(0))
+    assert sampled[:, 7:].max() < 10

@@ -24,8 +24,8 @@ from typing import Iterable
 import torch
 
 from lm.errors import CheckpointError
-from lm.checkpoints.safetensors import load_safetensors
-from lm.utils import no_duplicate_keys
+from lm.checkpoints.safetensors import load_safetensors, save_safetensors
+from lm.utils import atomic_write_json, no_duplicate_keys
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -196,3 +196,73 @@ def gpt2_to_hf(state: dict[str, torch.Tensor], keep_prefix: bool = True) -> dict
         key = name if keep_prefix else name.removeprefix("transformer.")
         out[key] = t.t() if GPT2_CONV1D.search(name) else t
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Key layouts: Qwen2
+# --------------------------------------------------------------------------------------------
+
+# Qwen2's names are ours, except that RMSNorm's `weight` is our `scale` (lm.models.transformer.RMSNorm).
+QWEN2_NORM = re.compile(r"norm\.weight$")
+QWEN2_SCALE = re.compile(r"norm\.scale$")
+
+
+def qwen2_from_hf(tensors: dict[str, torch.Tensor], path: Path, expected: dict[str, torch.Size],
+                  other_heads: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Qwen2 checkpoint names -> our names; checked against `expected`.
+
+    Keys with `model.` (what Qwen2ForCausalLM saves) and without (a bare Qwen2Model) both load;
+    old `rotary_emb.inv_freq` buffers are dropped; other heads' weights (`other_heads`, e.g.
+    `score.` when loading the LM, or `lm_head.` when the head is tied) are ignored unless expected.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for key, t in tensors.items():
+        if key.endswith("rotary_emb.inv_freq"):
+            continue                                                  # recomputed, never learned
+        if key.startswith(other_heads) and key not in expected:
+            continue
+        if not key.startswith(("model.", "lm_head.", "score.")):
+            key = "model." + key                                      # a bare Qwen2Model's layout
+        state[QWEN2_NORM.sub("norm.scale", key)] = t
+    return match_state(state, path, expected)
+
+
+def qwen2_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our Qwen2 state dict in the Hugging Face layout (a tied head has no `lm_head`: none is written)."""
+    return {QWEN2_SCALE.sub("norm.weight", name): t for name, t in state.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Writing weights: one file, or shards with an index
+# --------------------------------------------------------------------------------------------
+
+def save_weights(tensors: dict[str, torch.Tensor], folder: str | os.PathLike,
+                 max_shard_bytes: int | None = None) -> list[Path]:
+    """Write `tensors` into `folder` as `model.safetensors`, or, when they exceed `max_shard_bytes`,
+    as `model-0000k-of-0000n.safetensors` shards (in name order) plus `model.safetensors.index.json`.
+
+    Weight files of the other layout left in the folder by an earlier save are removed, so
+    `load_folder` can never pick up stale weights. Returns the files written.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {k: t.numel() * t.element_size() for k, t in tensors.items()}
+    shards: list[list[str]] = [[]]
+    for name in sorted(tensors):
+        if max_shard_bytes and shards[-1] and sum(sizes[k] for k in shards[-1]) + sizes[name] > max_shard_bytes:
+            shards.append([])
+        shards[-1].append(name)
+    for old in [SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN, TORCH_BIN_INDEX, *folder.glob("model-*-of-*.safetensors")]:
+        (folder / old).unlink(missing_ok=True)
+    if len(shards) == 1:
+        save_safetensors(tensors, folder / SAFETENSORS, {"format": "pt"})
+        return [folder / SAFETENSORS]
+    files, weight_map = [], {}
+    for i, names in enumerate(shards, start=1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_safetensors({k: tensors[k] for k in names}, folder / name, {"format": "pt"})
+        weight_map.update({k: name for k in names})
+        files.append(folder / name)
+    atomic_write_json(folder / SAFETENSORS_INDEX, {"metadata": {"total_size": sum(sizes.values())},
+                                                   "weight_map": weight_map})
+    return files + [folder / SAFETENSORS_INDEX]

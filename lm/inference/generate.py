@@ -61,7 +61,7 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor | Sequence[Sequence
              stop_token_ids: Sequence[int] = (), stop_strings: Sequence[str] = (),
              decode: Callable[[list[int]], str] | None = None, pad_token_id: int | None = None,
              on_token: Callable[[torch.Tensor], None] | None = None, use_cache: bool = True,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, vocab_limit: int | None = None) -> torch.Tensor:
     """Continue each prompt by up to `max_new_tokens` tokens.
 
     input_ids:       (B, T) tensor (with `attention_mask` if left-padded) or a list of token lists
@@ -73,6 +73,8 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor | Sequence[Sequence
                      (`pad_token_id` for rows that had already stopped)
     use_cache:       False re-runs the whole sequence each step (the slow reference)
     generator:       a torch.Generator for reproducible sampling
+    vocab_limit:     ids >= this are never produced (a tokenizer smaller than the model's embedding,
+                     e.g. Qwen2 pads 151,665 tokens to 151,936 rows)
     """
     cfg = getattr(model, "config", None)
     vocab_size = getattr(cfg, "vocab_size", None) or 2**62
@@ -124,7 +126,11 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor | Sequence[Sequence
         else:
             logits = model(out[:, :cur], attention_mask=mask[:, :cur] if padded else None,
                            last_only=True)                                         # (B, 1, V)
-        next_ids = sample_next(logits[:, -1], sampling, counts, generator)        # (B,)
+        last = logits[:, -1]                                                      # (B, V)
+        if vocab_limit is not None and vocab_limit < last.shape[-1]:
+            last = last.clone()
+            last[:, vocab_limit:] = float("-inf")
+        next_ids = sample_next(last, sampling, counts, generator)                 # (B,)
         next_ids = torch.where(finished, torch.full_like(next_ids, pad_token_id), next_ids)
         out[:, cur] = next_ids
         cur += 1

@@ -4,6 +4,9 @@
 - `transformer.py`: the decoder transformer with RMSNorm and RoPE (chapter 4); also the KV cache
   and the attention mask builder every attention model here uses;
 - `gpt2.py`: GPT-2 (chapter 5), loading and saving Hugging Face folders, the classifier head (5.6);
+- `qwen2.py`: Qwen2 / Qwen2.5 (the book's GRPO models): grouped-query attention, SwiGLU,
+  rotate-half RoPE, tied or untied head, Hugging Face folders, the classifier head;
+- `auto.py`: `load_causal_lm(folder)`, the family read from config.json's model_type;
 - `fast_linear.py`: an optional faster CPU inference kernel for linear layers.
 
 Every model implements the one generation protocol of `lm/inference/generate.py`:

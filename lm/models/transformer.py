@@ -131,6 +131,46 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)      # (B, S)
 
 
+def check_mask_and_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                             position_ids: torch.Tensor | None, past: int
+                             ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The protocol's inputs, checked: (attention_mask or None when it hides nothing, position_ids (B or 1, T)).
+
+    attention_mask (B, past+T) covers cached and new positions; position_ids default to counting
+    each row's real tokens from the mask, else past..past+T-1.
+    """
+    if input_ids.dim() != 2:
+        raise ConfigError(f"input_ids must have shape (batch, time), got {tuple(input_ids.shape)}")
+    B, T = input_ids.shape
+    if attention_mask is not None:
+        if attention_mask.shape != (B, past + T):
+            raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
+                              f"{(B, past + T)} (it covers cached and new positions)")
+        if bool(attention_mask.all()):
+            attention_mask = None                                   # no padding: plain causal
+    if position_ids is None:
+        if attention_mask is not None:
+            position_ids = positions_from_mask(attention_mask)[:, past:]                # (B, T)
+        else:
+            position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
+    return attention_mask, position_ids
+
+
+def last_token_index(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                     pad_token_id: int | None = None) -> torch.Tensor:
+    """(B,) index of each row's last real token: the rightmost mask-1 position, else the rightmost
+    token that is not `pad_token_id`, else the last column (where a classifier head reads)."""
+    B, T = input_ids.shape
+    if attention_mask is not None:
+        real = attention_mask.bool()                                # (B, T)
+    elif pad_token_id is not None:
+        real = input_ids != pad_token_id
+    else:
+        return torch.full((B,), T - 1, dtype=torch.long, device=input_ids.device)
+    idx = torch.arange(T, device=input_ids.device)                  # (T,)
+    return torch.where(real, idx, -1).max(dim=-1).values.clamp(min=0)  # (B,)
+
+
 class KVCache:
     """Preallocated keys and values of every layer: (n_layer, B, n_heads, max_len, head_dim) each.
 
@@ -313,20 +353,9 @@ class DecoderLanguageModel(nn.Module):
         attention_mask (B, past+T): 1 = token, 0 = padding, covering cached positions too.
         position_ids (B, T): default 0.. counted from the mask's real tokens (or past..past+T-1).
         """
-        if input_ids.dim() != 2:
-            raise ConfigError(f"input_ids must have shape (batch, time), got {tuple(input_ids.shape)}")
-        B, T = input_ids.shape
+        T = input_ids.shape[-1]
         past = cache.length if cache is not None else 0
-        if attention_mask is not None:
-            if attention_mask.shape != (B, past + T):
-                raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
-                                  f"{(B, past + T)} (it covers cached and new positions)")
-            if bool(attention_mask.all()):
-                attention_mask = None                                          # no padding: plain causal
-        if position_ids is None and attention_mask is not None:
-            position_ids = positions_from_mask(attention_mask)[:, past:]       # (B, T)
-        elif position_ids is None and past:
-            position_ids = torch.arange(past, past + T, device=input_ids.device).expand(B, T)
+        attention_mask, position_ids = check_mask_and_positions(input_ids, attention_mask, position_ids, past)
         x = self.embedding(input_ids)                                          # (B, T, C)
         for layer in self.layers:
             x = layer(x, attention_mask, position_ids, cache)                  # (B, T, C)

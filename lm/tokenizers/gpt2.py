@@ -14,6 +14,11 @@ Encoding a text:
 Step 2-4 depend only on the piece, so they are cached per piece: on real text almost every
 piece is a cache hit, and encoding is one regex pass plus one dict lookup per piece.
 
+The same machinery serves Qwen2 (lm/tokenizers/hf_json.py reads its tokenizer.json): the
+vocabulary and merges differ, and two options change steps 1-2: `pretokenizer="qwen2"`
+(`lm.tokenizers.pretokenize_qwen2`: digits one at a time) and `normalizer="NFC"` (the text is put
+in Unicode normal form C before it is split; special tokens are matched before that, in the raw text).
+
 Special tokens (`<|endoftext|>` = 50256, and any added with `add_special_tokens`) follow
 tiktoken's rules: `encode(text)` raises if the text contains one (it is usually a mistake to
 let user text inject an end-of-text); pass `allowed_special={"<|endoftext|>"}` or "all" to
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections import Counter
 from itertools import chain
 from pathlib import Path
@@ -37,11 +43,14 @@ from lm.errors import ConfigError, TokenizerFileError, SpecialTokenError
 from lm.tokenizers.bpe import merge_by_rank
 from lm.tokenizers.bpe_fast import fast_merges
 from lm.tokenizers.pretokenize_fast import pretokenize
+from lm.tokenizers.pretokenize_qwen2 import pretokenize_qwen2
 from lm.utils import atomic_write_json, atomic_write_text, no_duplicate_keys
 
 EOT = "<|endoftext|>"
 FILE_NAMES = [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")]   # HF names, OpenAI names
 CACHE_LIMIT = 500_000          # pieces kept in the encode cache before it is cleared
+PRETOKENIZERS = {"gpt2": pretokenize, "qwen2": pretokenize_qwen2}   # name -> split function
+NORMALIZERS = (None, "NFC")    # unicodedata forms applied before splitting (None: the text as is)
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -95,10 +104,20 @@ class _PieceCache(dict):
 
 
 class GPT2Tokenizer:
-    """Byte-level BPE with GPT-2's file format (`vocab.json`: token -> id; `merges.txt`)."""
+    """Byte-level BPE with GPT-2's file format (`vocab.json`: token -> id; `merges.txt`).
+
+    `pretokenizer`: "gpt2" or "qwen2" (PRETOKENIZERS); `normalizer`: None or "NFC".
+    """
 
     def __init__(self, encoder: dict[str, int], merges: list[tuple[str, str]],
-                 special_tokens: Iterable[str] = ()):
+                 special_tokens: Iterable[str] = (), pretokenizer: str = "gpt2",
+                 normalizer: str | None = None):
+        if pretokenizer not in PRETOKENIZERS:
+            raise ConfigError(f"pretokenizer {pretokenizer!r} is not one of {', '.join(PRETOKENIZERS)}")
+        if normalizer not in NORMALIZERS:
+            raise ConfigError(f"normalizer {normalizer!r} is not one of {NORMALIZERS}")
+        self.pretokenizer, self.normalizer = pretokenizer, normalizer
+        self._split = PRETOKENIZERS[pretokenizer]
         self.encoder = dict(encoder)
         self.merges = [tuple(m) for m in merges]
         self.ranks = {m: r for r, m in reversed(list(enumerate(self.merges)))}   # first rank wins
@@ -161,20 +180,13 @@ class GPT2Tokenizer:
                     raise TokenizerFileError(merges_path, f"merge {line!r} uses token {t!r}, which is not in "
                                                  f"{vocab_path.name}", n)
             merges.append((parts[0], parts[1]))
-        made = {a + b for a, b in merges}
-        bytes_set = set(BYTE_ENCODER.values())
-        missing = [ch for ch in BYTE_ORDER if ch not in encoder]
-        if missing:
-            raise TokenizerFileError(vocab_path, f"byte token {missing[0]!r} is missing (all 256 are required)")
-        # a token that is neither a byte nor made by a merge can only be a special (added) token
-        specials = [t for t in encoder if t not in made and t not in bytes_set]
-        bad = [t for t in encoder if t not in specials and not all(ch in bytes_set for ch in t)]
-        if bad:
-            raise TokenizerFileError(vocab_path, f"token {bad[0]!r} has characters outside the byte alphabet")
-        return cls(encoder, merges, specials)
+        return cls(encoder, merges, check_vocabulary(encoder, merges, vocab_path))
 
     def save(self, folder: str | os.PathLike) -> None:
-        """Write `vocab.json` and `merges.txt` in GPT-2's format (readable by `from_dir`)."""
+        """Write `vocab.json` and `merges.txt` in GPT-2's format (readable by `from_dir`).
+
+        These files carry no pre-tokenizer or normalizer: a Qwen2 tokenizer is saved whole by
+        `lm.tokenizers.hf_json.save_tokenizer_json`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(folder / "vocab.json", self.encoder, indent=None)
@@ -259,7 +271,9 @@ class GPT2Tokenizer:
         cache = self._cache
         if len(cache) > CACHE_LIMIT:
             cache.clear()
-        return list(chain.from_iterable(map(cache.__getitem__, pretokenize(text))))
+        if self.normalizer is not None:
+            text = unicodedata.normalize(self.normalizer, text)
+        return list(chain.from_iterable(map(cache.__getitem__, self._split(text))))
 
     def encode(self, text: str, allowed_special: Literal["all"] | Collection[str] = (),
                disallowed_special: Literal["all"] | Collection[str] = "all") -> list[int]:
@@ -312,8 +326,33 @@ class GPT2Tokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def __repr__(self) -> str:
+        options = "" if self.pretokenizer == "gpt2" and self.normalizer is None else \
+            f", pretokenizer={self.pretokenizer!r}, normalizer={self.normalizer!r}"
         return (f"GPT2Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
-                f"special={sorted(self.special_tokens)})")
+                f"special={sorted(self.special_tokens)}{options})")
+
+
+def check_vocabulary(encoder: dict[str, int], merges: list[tuple[str, str]], path: str | os.PathLike,
+                     special_tokens: Iterable[str] | None = None) -> list[str]:
+    """Check a byte-level vocabulary (every merge's parts already in it); return its special tokens.
+
+    All 256 byte tokens must be present; every other token must be made of byte characters. With
+    `special_tokens` None, a token that is neither a byte nor made by a merge counts as special
+    (vocab.json holds them unmarked); given, they are exempt from the byte-alphabet check.
+    """
+    made = {a + b for a, b in merges}
+    bytes_set = set(BYTE_ENCODER.values())
+    missing = [ch for ch in BYTE_ORDER if ch not in encoder]
+    if missing:
+        raise TokenizerFileError(path, f"byte token {missing[0]!r} is missing (all 256 are required)")
+    # a token that is neither a byte nor made by a merge can only be a special (added) token
+    specials = ([t for t in encoder if t not in made and t not in bytes_set] if special_tokens is None
+                else list(special_tokens))
+    exempt = set(specials)
+    bad = [t for t in encoder if t not in exempt and not all(ch in bytes_set for ch in t)]
+    if bad:
+        raise TokenizerFileError(path, f"token {bad[0]!r} has characters outside the byte alphabet")
+    return specials
 
 
 def _special_splitter(tokens: Iterable[str]) -> re.Pattern | None:

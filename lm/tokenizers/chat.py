@@ -1,0 +1,106 @@
+"""The ChatML chat template of Qwen2 / Qwen2.5, as a small Python function (no template engine).
+
+An instruction-tuned model was trained on conversations laid out in one exact format; prompting
+it in another format works worse. Qwen's format (ChatML) wraps every message in special tokens:
+
+    <|im_start|>system
+    You are a helpful assistant.<|im_end|>
+    <|im_start|>user
+    What is 2+2?<|im_end|>
+    <|im_start|>assistant                        <- add_generation_prompt: the model answers from here
+
+When the first message is not a system message, a default one goes in front. It differs by
+model: "You are a helpful assistant." (Qwen2-Instruct, our fixture) or "You are Qwen, created by
+Alibaba Cloud. You are a helpful assistant." (Qwen2.5-Instruct). `default_system_from_dir` reads it
+from the folder's tokenizer_config.json `chat_template`, so it follows the model.
+
+    >>> apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
+    '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
+
+Qwen2.5's template also renders tool calls; we implement plain conversations (system, user and
+assistant messages with text content) and refuse the rest by name.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Mapping, Sequence
+
+from lm.errors import ConfigError, SpecialTokenError, TokenizerFileError
+from lm.tokenizers.gpt2 import GPT2Tokenizer
+from lm.tokenizers.hf_json import TOKENIZER_CONFIG, read_tokenizer_config
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+DEFAULT_SYSTEM = "You are a helpful assistant."        # Qwen2-Instruct's (and the fixture's)
+QWEN25_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+ROLES = ("system", "user", "assistant")
+# The template's default system turn: a string literal '<|im_start|>system\n....<|im_end|>\n'.
+_DEFAULT_TURN = re.compile(r"""'<\|im_start\|>system\\n((?:[^'\\]|\\.)*?)<\|im_end\|>\\n'""")
+
+
+def apply_chat_template(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False,
+                        default_system: str | None = DEFAULT_SYSTEM) -> str:
+    """The conversation as ChatML text: each message `<|im_start|>{role}\\n{content}<|im_end|>\\n`.
+
+    `default_system` goes in front (as a system message) when the first message is not one;
+    None puts nothing there. `add_generation_prompt` appends `<|im_start|>assistant\\n`.
+    """
+    if not messages:
+        raise ConfigError("apply_chat_template: the conversation has no messages")
+    parts = []
+    if messages[0].get("role") != "system" and default_system is not None:
+        parts.append(f"{IM_START}system\n{default_system}{IM_END}\n")
+    for n, m in enumerate(messages):
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise ConfigError(f"message {n}: role {role!r} is not implemented (only {', '.join(ROLES)})")
+        if not isinstance(content, str):
+            raise ConfigError(f"message {n}: content must be a string, got {type(content).__name__}")
+        extra = sorted(set(m) - {"role", "content"})
+        if extra:
+            raise ConfigError(f"message {n}: {', '.join(extra)} not implemented (tool calls need Qwen's full template)")
+        parts.append(f"{IM_START}{role}\n{content}{IM_END}\n")
+    if add_generation_prompt:
+        parts.append(f"{IM_START}assistant\n")
+    return "".join(parts)
+
+
+def encode_chat(tokenizer: GPT2Tokenizer, messages: Sequence[Mapping[str, str]],
+                add_generation_prompt: bool = False, default_system: str | None = DEFAULT_SYSTEM) -> list[int]:
+    """Token ids of the rendered conversation, `<|im_start|>` / `<|im_end|>` as their special ids.
+
+    A message whose content holds a special-token string is refused (SpecialTokenError): it would
+    become a real special token, letting text forge turns of the conversation.
+    """
+    for n, m in enumerate(messages):
+        for t in tokenizer.special_tokens:
+            if isinstance(m.get("content"), str) and t in m["content"]:
+                raise SpecialTokenError(f"message {n} contains the special token {t!r}")
+    for t in (IM_START, IM_END):
+        if t not in tokenizer.special_tokens:
+            raise ConfigError(f"the tokenizer has no special token {t!r}: it is not a ChatML (Qwen) tokenizer")
+    text = apply_chat_template(messages, add_generation_prompt, default_system)
+    return tokenizer.encode(text, allowed_special="all")
+
+
+def default_system_from_template(template: str) -> str | None:
+    """The default system message written in a ChatML `chat_template` (None if it has none)."""
+    m = _DEFAULT_TURN.search(template)
+    if m is None:
+        return None
+    return re.sub(r"\\(.)", lambda e: {"n": "\n", "t": "\t"}.get(e.group(1), e.group(1)), m.group(1))
+
+
+def default_system_from_dir(folder: str | os.PathLike) -> str | None:
+    """The default system message of a model folder's chat template (tokenizer_config.json).
+
+    Refuses a template that is not ChatML (TokenizerFileError); a folder without a chat template
+    gives DEFAULT_SYSTEM.
+    """
+    template = read_tokenizer_config(folder).get("chat_template")
+    if template is None:
+        return DEFAULT_SYSTEM
+    if not isinstance(template, str) or IM_START not in template or IM_END not in template:
+        raise TokenizerFileError(os.path.join(folder, TOKENIZER_CONFIG),
+                                 "chat_template is not ChatML (<|im_start|> ... <|im_end|>); not implemented")
+    return default_system_from_template(template)
