@@ -28,9 +28,13 @@ from lm.labeling.candidates import label_scores
 from lm.labeling.documents import load_corpus
 from lm.labeling.ensemble import OTHER, fold_rare
 from lm.labeling.hosted import ChatClient, EndpointConfig, HostedLabeller, key_from_env
+from lm.labeling.lm_generate import LMGenerator
 from lm.labeling.workflow import EMBEDDERS, LOCAL, NEEDS_MODEL, label_corpus, local_labellers, make_embedder
+from lm.models.auto import load_causal_lm
 from lm.models.gpt2 import GPT2
+from lm.tokenizers.chat import default_system_from_dir
 from lm.tokenizers.gpt2 import GPT2Tokenizer
+from lm.tokenizers.hf_json import tokenizer_from_dir
 from lm.utils import atomic_open, choose_device, seed_everything, write_summary
 
 
@@ -65,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how lm_score compares candidates' log-likelihoods (default sum)")
     p.add_argument("--template", default="book", choices=("book", "short"),
                    help="lm_generate's prompt: the book's, or a short one without instructions")
+    p.add_argument("--chat-model", metavar="FOLDER",
+                   help="also label with a local instruction-tuned model (a Hugging Face GPT-2 or Qwen2 folder, "
+                        "e.g. Qwen2.5-0.5B-Instruct): the book's prompt as a ChatML user message, 3 attempts")
     p.add_argument("--url", help="OpenAI-compatible endpoint for hosted models, e.g. https://openrouter.ai/api/v1")
     p.add_argument("--models", help="comma-separated hosted model names (needs --url), e.g. openai/gpt-4.1-nano")
     p.add_argument("--api-key-env", metavar="VAR",
@@ -107,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             folder = gpt2_folder(a.gpt2)
             model, tok = GPT2.from_pretrained(folder, device=choose_device(a.device)), GPT2Tokenizer.from_dir(folder)
         labellers = local_labellers(names, taxonomy, docs, model, tok, a.score_normalize, a.template, a.seed)
+        if a.chat_model:
+            folder = Path(a.chat_model).expanduser()
+            chat = load_causal_lm(folder, device=choose_device(a.device))
+            labellers.append(LMGenerator(chat, tokenizer_from_dir(folder), taxonomy, f"chat:{folder.name}",
+                                         template=a.template, attempts=a.attempts, chat=True, seed=a.seed,
+                                         system=default_system_from_dir(folder)))
         labellers += hosted_labellers(a, taxonomy)
         out = Path(a.out)
         with AnswerCache(out / "answers.jsonl") as cache:

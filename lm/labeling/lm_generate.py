@@ -18,6 +18,11 @@ shorter window (the small GPT-2 of chapter 5 has 128 positions) sees only the *e
 prompt: the ids are cut from the left so that the prompt plus the reply fit, which keeps the
 candidate list's tail and the final instruction. `template="short"` drops the instructions
 (document, candidates, then "Answer: ID:"), for models too small to follow them anyway.
+
+An instruction-tuned model (Qwen2-Instruct, loaded with `lm.models.auto.load_causal_lm`) gets the
+prompt as the one user message of a ChatML conversation (`chat=True`, the book sends one user
+message), and stops at `<|im_end|>`. The document's text is encoded as plain text, so a
+special-token string inside an abstract cannot forge a turn.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from lm.data.loaders import Abstract
 from lm.errors import ConfigError
 from lm.inference.generate import generate
 from lm.inference.sampling import SamplingConfig
+from lm.tokenizers.chat import DEFAULT_SYSTEM, IM_END, apply_chat_template
 from lm.labeling.labeller import Labeller
 from lm.labeling.prompt import build_prompt, category_line, parse_answer
 from lm.labeling.taxonomy import Taxonomy
@@ -47,7 +53,8 @@ class LMGenerator(Labeller):
 
     def __init__(self, model: torch.nn.Module, tokenizer, taxonomy: Taxonomy, name: str = "lm_generate",
                  template: str = "book", attempts: int = 3, max_new_tokens: int = 16, batch_size: int = 64,
-                 sampling: SamplingConfig | None = None, seed: int = 0):
+                 sampling: SamplingConfig | None = None, seed: int = 0, chat: bool = False,
+                 system: str | None = DEFAULT_SYSTEM):
         if template not in TEMPLATES:
             raise ConfigError(f"template must be one of {TEMPLATES}, got {template!r}")
         if attempts < 1:
@@ -60,13 +67,21 @@ class LMGenerator(Labeller):
         self.window = getattr(model.config, "n_positions", None)    # None: no length limit
         if self.window is not None and self.window <= max_new_tokens:
             raise ConfigError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a window of {self.window}")
+        specials = getattr(tokenizer, "special_tokens", {})
+        if chat and IM_END not in specials:
+            raise ConfigError(f"{name}: chat=True needs a ChatML tokenizer (with {IM_END}), e.g. Qwen2-Instruct's")
+        self.chat, self.system = chat, system            # ChatML user message; its default system message
         eot = getattr(tokenizer, "eot_id", None)
-        self.stop_ids = [eot] if eot is not None else []
+        self.stop_ids = [t for t in (eot, specials.get(IM_END) if chat else None) if t is not None]
         self.attempts_used: list[int] = []                            # attempts per answered document
 
     def prompt_ids(self, doc: Abstract, candidates: Sequence[str]) -> list[int]:
         text = (build_prompt if self.template == "book" else short_prompt)(doc, candidates, self.taxonomy)
         ids = self.tokenizer.encode_ordinary(text)
+        if self.chat:   # the template's specials as specials, the prompt as plain text
+            before, after = apply_chat_template([{"role": "user", "content": "\x00"}], True, self.system).split("\x00")
+            ids = (self.tokenizer.encode(before, allowed_special="all") + ids +
+                   self.tokenizer.encode(after, allowed_special="all"))
         if self.window is not None:
             ids = ids[-(self.window - self.max_new_tokens):]          # keep the end (see the docstring)
         return ids
@@ -75,7 +90,8 @@ class LMGenerator(Labeller):
         """One generated reply per prompt: greedy on attempt 0, sampled afterwards."""
         out = generate(self.model, prompts, self.max_new_tokens, sampling=None if attempt == 0 else self.sampling,
                        stop_token_ids=self.stop_ids, stop_strings=["\n"], decode=self.tokenizer.decode,
-                       pad_token_id=self.stop_ids[0] if self.stop_ids else None, generator=self.generator)
+                       pad_token_id=self.stop_ids[0] if self.stop_ids else None, generator=self.generator,
+                       vocab_limit=self.tokenizer.vocab_size)
         T = max(len(p) for p in prompts)
         texts = []
         for row in out[:, T:].tolist():
