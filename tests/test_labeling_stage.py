@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from conftest import SHARED_FIXTURES, needs_fixtures
 from lm.labeling.__main__ import main as labeling_main
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.stages import RunConfig, run_stage
@@ -90,3 +91,14 @@ def test_cli_errors_are_one_line(tiny, tmp_path, capsys):
     assert labeling_main(["--data-dir", str(data), "--out", str(tmp_path), "--labellers", "none",
                           "--models", "m"]) == 2
     assert "--models needs --url" in capsys.readouterr().err
+
+
+@needs_fixtures
+def test_cli_chat_model(tiny, tmp_path):
+    data, _ = tiny
+    out = tmp_path / "out"
+    assert labeling_main(["--data-dir", str(data), "--out", str(out), "--labellers", "tfidf", "--k", "2", "--quiet",
+                          "--chat-model", str(SHARED_FIXTURES / "qwen2_lm_tied"), "--attempts", "1"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["labellers_used"] == ["tfidf", "chat:qwen2_lm_tied"] and s["min_votes"] == 2
+    assert 0 <= s["labellers"]["chat:qwen2_lm_tied"]["coverage"] <= 1
