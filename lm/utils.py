@@ -55,6 +55,22 @@ def choose_device(name: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `n` inside the block (None: unchanged), restored after.
+
+    For work made of many small operations (L-BFGS on a sparse matrix, a narrow CNN): a second
+    thread gains little there, and on a busy machine threads waiting on each other cost 20-80x.
+    """
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 # --------------------------------------------------------------------------------------------
 # Atomic writes
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,4 @@
 """Chapter 1.2 (quadratic loss, gradient descent) and the embedding = one-hot x linear identity."""
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -71,17 +69,3 @@ def test_one_hot_and_tied_weights():
     assert torch.equal(lin.weight, emb.weight.T)
     x = one_hot(torch.tensor([[1, 5]]), 6)
     assert x.shape == (1, 2, 6) and x.sum().item() == 2.0 and x[0, 1, 5].item() == 1.0
-
-
-def test_plot_writes_a_png_or_says_no(tmp_path, monkeypatch):
-    from lm.basics.quadratic_loss import plot_descent
-    res = gradient_descent()
-    if importlib.util.find_spec("matplotlib") is None:
-        assert plot_descent(res, str(tmp_path / "p.png")) is False
-        assert not (tmp_path / "p.png").exists()
-        return
-    assert plot_descent(res, str(tmp_path / "p.png")) is True
-    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
-    assert plot_descent(res, str(tmp_path / "q.png")) is False
-    assert not (tmp_path / "q.png").exists()

@@ -18,7 +18,8 @@ Raw x values are in the hundreds, so dJ/dw is ~10^4 times more sensitive than dJ
 learning rate either diverges in w or crawls in b. As the book suggests, we scale the feature
 (x / 100 here) and pick the step from the curvature: for J the Hessian is constant,
 H = 2/N [[sum x^2, sum x], [sum x, N]], and any step below 2 / lambda_max(H) converges; we use
-1 / lambda_max. The path is mapped back to the original (w, b) for reporting and plotting.
+1 / lambda_max. The path is mapped back to the original (w, b) for reporting and plotting (the
+picture of J with the path is drawn by `lm.plots.loss_surface` from what the stage saves).
 
     >>> res = gradient_descent()
     >>> round(res.w, 4), round(res.b, 2)
@@ -29,8 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from lm.utils import atomic_open
 
 # The book's three (area, price) points.
 BOOK_X = np.array([150.0, 200.0, 260.0])
@@ -93,33 +92,3 @@ def gradient_descent(cfg: GDConfig = GDConfig(), x: np.ndarray = BOOK_X, y: np.n
             converged = True
             break
     return GDResult(float(w / cfg.scale), float(b), step, converged, float(lr), np.array(path))
-
-
-def plot_descent(result: GDResult, path: str, x: np.ndarray = BOOK_X, y: np.ndarray = BOOK_Y) -> bool:
-    """Save a contour plot of J with the descent path to `path` (PNG).
-
-    Returns False (and writes nothing) when matplotlib is not installed: plotting is optional.
-    """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    w_opt, b_opt = closed_form(x, y)
-    ws = np.linspace(min(0, w_opt) - 1, max(0, w_opt) + 1, 200)
-    bs = np.linspace(min(0, b_opt) - 300, max(0, b_opt) + 300, 200)
-    W, B = np.meshgrid(ws, bs)  # (200, 200) each
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    cs = ax.contour(W, B, np.log10(loss(W, B, x, y)), levels=25)
-    fig.colorbar(cs, label="log10 J(w, b)")
-    ax.plot(result.path[:, 0], result.path[:, 1], ".-", ms=3, color="C3", label=f"gradient descent ({result.steps} steps)")
-    ax.plot([w_opt], [b_opt], "k*", ms=12, label="closed-form optimum")
-    ax.set_xlabel("w")
-    ax.set_ylabel("b")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return True

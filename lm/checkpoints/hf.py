@@ -8,8 +8,11 @@ looked for in this order:
     pytorch_model.bin                     a torch zip archive, read with torch.load(weights_only=True)
     pytorch_model.bin.index.json          the same, sharded
 
-`load_folder` returns every tensor by its file name; `match_state` checks those names and shapes
+`load_folder` returns every tensor by its file name (with `meta=True` only names, shapes and dtypes,
+read from the headers without touching the data); `match_state` checks those names and shapes
 against what a model expects and says, by name, what is missing, unexpected or of the wrong shape.
+`check_tokenizer_fits` refuses a folder whose tokenizer has more ids than config.json's
+`vocab_size` (those ids would index past the embedding matrix, an `IndexError` deep inside torch).
 How a model family renames keys (GPT-2's `transformer.` prefix and Conv1D transposes, Qwen2's
 `model.` prefix) lives with the model in lm/models/.
 """
@@ -23,8 +26,8 @@ from typing import Iterable
 
 import torch
 
-from lm.errors import CheckpointError
-from lm.checkpoints.safetensors import load_safetensors, save_safetensors
+from lm.checkpoints.safetensors import DTYPES, load_safetensors, read_safetensors_header, save_safetensors
+from lm.errors import CheckpointError, TokenizerFileError
 from lm.utils import atomic_write_json, no_duplicate_keys
 
 SAFETENSORS = "model.safetensors"
@@ -101,6 +104,19 @@ def load_torch_bin(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def meta_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file as a meta tensor (name, shape, dtype; no data), from the
+    validated header alone: checks a multi-GB file in milliseconds."""
+    entries, _, _ = read_safetensors_header(path)
+    return {name: torch.empty(info["shape"], dtype=DTYPES[info["dtype"]][0], device="meta")
+            for name, info in entries.items()}
+
+
+def meta_torch_bin(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """`pytorch_model.bin` as meta tensors: loaded memory-mapped (weights_only), data never read."""
+    return {k: torch.empty_like(v, device="meta") for k, v in load_torch_bin(path).items()}
+
+
 def checkpoint_file(folder: str | os.PathLike) -> Path:
     """The weights file of a Hugging Face-style folder, in order of preference."""
     folder = Path(folder)
@@ -113,16 +129,81 @@ def checkpoint_file(folder: str | os.PathLike) -> Path:
                                   f"{TORCH_BIN}, {TORCH_BIN_INDEX})")
 
 
-def load_folder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Path]:
-    """Every tensor of the checkpoint in `folder`, and the file it came from (for error messages)."""
+def load_folder(folder: str | os.PathLike, meta: bool = False) -> tuple[dict[str, torch.Tensor], Path]:
+    """Every tensor of the checkpoint in `folder`, and the file it came from (for error messages).
+
+    `meta=True`: meta tensors (names, shapes, dtypes) from the headers only, for checking a folder
+    before anything is loaded (run_all's pre-flight).
+    """
     path = checkpoint_file(folder)
+    one_safetensors, one_bin = (meta_safetensors, meta_torch_bin) if meta else (load_safetensors, load_torch_bin)
     if path.name == SAFETENSORS:
-        return load_safetensors(path), path
+        return one_safetensors(path), path
     if path.name == SAFETENSORS_INDEX:
-        return load_sharded(path, load_safetensors), path
+        return load_sharded(path, one_safetensors), path
     if path.name == TORCH_BIN:
-        return load_torch_bin(path), path
-    return load_sharded(path, load_torch_bin), path
+        return one_bin(path), path
+    return load_sharded(path, one_bin), path
+
+
+# --------------------------------------------------------------------------------------------
+# The tokenizer beside the weights: its ids must fit the model's vocabulary
+# --------------------------------------------------------------------------------------------
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "encoder.json")   # HF fast, HF slow, OpenAI
+
+
+def _vocab_ids(path: Path) -> list[int]:
+    """The ids a tokenizer file assigns: vocab.json / encoder.json map token -> id; tokenizer.json
+    has them in model.vocab plus added_tokens[].id."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise TokenizerFileError(path, f"cannot read: {e}") from None
+    if path.name == "tokenizer.json":
+        if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
+            raise TokenizerFileError(path, "expected a JSON object with a 'model' object")
+        vocab = d["model"].get("vocab") or {}
+        added = [t.get("id") for t in d.get("added_tokens") or [] if isinstance(t, dict)]
+        ids = list(vocab.values()) if isinstance(vocab, dict) else []
+        ids += added
+    else:
+        ids = list(d.values()) if isinstance(d, dict) else []
+    if not ids or not all(type(i) is int and i >= 0 for i in ids):
+        raise TokenizerFileError(path, "expected token -> id entries with integer ids >= 0")
+    return ids
+
+
+def tokenizer_size(folder: str | os.PathLike) -> tuple[int, Path] | None:
+    """(number of ids = largest id + 1, the file) of the tokenizer files in a model folder, read
+    without building the tokenizer; the largest over every tokenizer file present; None if none.
+
+    >>> tokenizer_size("../shared/gpt2")          # doctest: +SKIP
+    (50257, PosixPath('../shared/gpt2/vocab.json'))
+    """
+    best = None
+    for name in TOKENIZER_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            n = max(_vocab_ids(path)) + 1
+            if best is None or n > best[0]:
+                best = (n, path)
+    return best
+
+
+def check_tokenizer_fits(folder: str | os.PathLike, vocab_size: int) -> None:
+    """CheckpointError if the folder's tokenizer has ids >= config.json's `vocab_size`.
+
+    Such an id has no row in the embedding matrix: without this check it surfaces as torch's
+    `IndexError: index out of range in self` at the first forward pass. Fewer tokenizer ids than
+    `vocab_size` is fine (Qwen2 pads its embedding to a multiple of 128; unused rows are harmless).
+    """
+    found = tokenizer_size(folder)
+    if found is not None and found[0] > vocab_size:
+        n, path = found
+        raise CheckpointError(path, f"the tokenizer has {n:,} ids (0-{n - 1}) but config.json's vocab_size is "
+                                    f"{vocab_size:,}: ids {vocab_size}-{n - 1} have no embedding row, so this "
+                                    f"tokenizer does not belong to this model")
 
 
 def _names(names: Iterable[str], limit: int = 8) -> str:

@@ -7,6 +7,7 @@ with the same layout from the original places:
     python -m lm.data.download all                 # every dataset -> ~/.cache/lm
     python -m lm.data.download brown emotion --cache /tmp/lm
     python -m lm.data.download --gpt2 gpt2         # weights + tokenizer -> ~/.cache/lm/gpt2/gpt2/
+    python -m lm.data.download --model Qwen/Qwen2.5-0.5B-Instruct   # -> ~/.cache/lm/models/Qwen/...
     python run_all.py --data-dir ~/.cache/lm       # what the command prints at the end
 
 How a file travels (streamed, sha256-checked, atomic; archives read member by member and refused
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 from lm.errors import LMError, ConfigError, DataError
-from lm.data.fetch import (DEFAULT_TIMEOUT, default_cache_dir, extract_members, fetch_file, with_base, write_text_file)
+from lm.data.fetch import (DEFAULT_TIMEOUT, default_cache_dir, extract_members, fetch_file, removing_new_dirs,
+                           with_base, write_text_file)
 from lm.data.loaders import EMOTION_LABELS, book_shuffle, book_split, load_gsm8k, load_instruct, read_jsonl
 from lm.utils import atomic_open, atomic_path, say
 
@@ -173,18 +175,20 @@ def download_dataset(name: str, cache_dir: str | os.PathLike | None = None, base
     staging = root / ".downloads"
     raw: dict[str, Path] = {}
     urls = {r.filename: with_base(r.url, base_url) for r in source.remotes}
-    try:
-        for r in source.remotes:
-            raw[r.filename] = fetch_file(r.url, staging / r.filename, root, r.sha256, base_url, timeout)
-        source.build(raw, root, urls)
-    finally:
-        for path in raw.values():
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".plain").unlink(missing_ok=True)
+    # offline or failed: no empty cache folder left behind (removed after the raw files below)
+    with removing_new_dirs(staging, *{(root / rel).parent for rel in source.outputs}):
         try:
-            staging.rmdir()
-        except OSError:
-            pass
+            for r in source.remotes:
+                raw[r.filename] = fetch_file(r.url, staging / r.filename, root, r.sha256, base_url, timeout)
+            source.build(raw, root, urls)
+        finally:
+            for path in raw.values():
+                path.unlink(missing_ok=True)
+                path.with_name(path.name + ".plain").unlink(missing_ok=True)
+            try:
+                staging.rmdir()
+            except OSError:
+                pass
     say(f"{name}: {', '.join(source.outputs)} in {root}")
     return root
 
@@ -205,6 +209,8 @@ def download_all(cache_dir: str | os.PathLike | None = None, base_url: str | Non
 HUB = "https://huggingface.co"
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPT2_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+GPT2_ADVICE = ("use a local copy of the model instead: run_all.py --gpt2 FOLDER, a folder holding "
+               + ", ".join(GPT2_FILES) + " (or leave --gpt2 out: run_all.py then trains a small GPT-2 itself)")
 # Digests known here (../shared/data/SOURCES.md) for the 124M model's tokenizer files. The larger
 # models share the tokenizer, but we have not checked their files byte for byte: recorded on first use.
 GPT2_SHA256 = {
@@ -223,6 +229,7 @@ def download_gpt2(name: str, cache_dir: str | os.PathLike | None = None, base_ur
     -> <cache>/gpt2/<name>/ (files already there are kept); returns that folder.
 
     `base_url` (else $LM_HUB_BASE_URL, else $HF_ENDPOINT) replaces https://huggingface.co.
+    Offline, the error says to use `--gpt2 FOLDER` with a local copy, and no empty folder is left.
     """
     if name not in GPT2_NAMES:
         raise ConfigError(f"unknown GPT-2 model {name!r} (known: {', '.join(GPT2_NAMES)}; "
@@ -230,11 +237,13 @@ def download_gpt2(name: str, cache_dir: str | os.PathLike | None = None, base_ur
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     base_url = base_url or os.environ.get("LM_HUB_BASE_URL") or os.environ.get("HF_ENDPOINT") or None
     folder = root / "gpt2" / name
-    for filename in GPT2_FILES:   # config.json first: small, so an offline machine fails fast
-        dest = folder / filename
-        if dest.is_file() and not force:
-            continue
-        fetch_file(gpt2_url(name, filename), dest, root, GPT2_SHA256.get((name, filename)), base_url, timeout)
+    with removing_new_dirs(folder):   # offline: no empty cache folder left behind
+        for filename in GPT2_FILES:   # config.json first: small, so an offline machine fails fast
+            dest = folder / filename
+            if dest.is_file() and not force:
+                continue
+            fetch_file(gpt2_url(name, filename), dest, root, GPT2_SHA256.get((name, filename)), base_url, timeout,
+                       advice=GPT2_ADVICE)
     say(f"{name}: {', '.join(GPT2_FILES)} in {folder}")
     return folder
 
@@ -266,6 +275,10 @@ def hub_url(repo: str, filename: str) -> str:
     return f"{HUB}/{repo}/resolve/main/{filename}"
 
 
+MODEL_ADVICE = ("use a local copy of the model instead: run_all.py --model FOLDER, a Hugging Face folder holding "
+                "config.json, the weights and the tokenizer files")
+
+
 def download_model(name: str, cache_dir: str | os.PathLike | None = None, base_url: str | None = None,
                    force: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """The files of hub repo `name` (a key of MODEL_FILES, e.g. "Qwen/Qwen2.5-0.5B-Instruct")
@@ -273,6 +286,7 @@ def download_model(name: str, cache_dir: str | os.PathLike | None = None, base_u
 
     GPT-2 names ("gpt2", ...) go to `download_gpt2`. `base_url` (else $LM_HUB_BASE_URL, else
     $HF_ENDPOINT) replaces https://huggingface.co. sha256 is trusted on first use (manifest.json).
+    Offline, the error says to use `--model FOLDER` with a local copy, and no empty folder is left.
     """
     if name in GPT2_NAMES:
         return download_gpt2(name, cache_dir, base_url, force, timeout)
@@ -282,11 +296,12 @@ def download_model(name: str, cache_dir: str | os.PathLike | None = None, base_u
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     base_url = base_url or os.environ.get("LM_HUB_BASE_URL") or os.environ.get("HF_ENDPOINT") or None
     folder = root / "models" / name
-    for filename in MODEL_FILES[name]:   # config.json first: small, so an offline machine fails fast
-        dest = folder / filename
-        if dest.is_file() and not force:
-            continue
-        fetch_file(hub_url(name, filename), dest, root, None, base_url, timeout)
+    with removing_new_dirs(folder):      # offline: no empty cache folder left behind
+        for filename in MODEL_FILES[name]:   # config.json first: small, so an offline machine fails fast
+            dest = folder / filename
+            if dest.is_file() and not force:
+                continue
+            fetch_file(hub_url(name, filename), dest, root, None, base_url, timeout, advice=MODEL_ADVICE)
     say(f"{name}: {', '.join(MODEL_FILES[name])} in {folder}")
     return folder
 
@@ -310,12 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lm.data.download", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Download the book's datasets (and GPT-2) into a cache laid out like data/.\n"
-                    "Needs a machine that is online; offline, use --data-dir with a local copy.",
+                    "Needs a machine that is online; offline, use --data-dir (and --gpt2 FOLDER) with a local copy.",
         epilog=f"datasets:\n{lines}\n\narxiv and iptc have no download; copy them from a data dir.")
     p.add_argument("datasets", nargs="*", metavar="DATASET",
                    help=f"datasets to fetch: {', '.join(SOURCES)} or all (default: all, unless --gpt2 is given)")
     p.add_argument("--gpt2", metavar="NAME", choices=GPT2_NAMES,
                    help=f"also fetch GPT-2 weights and tokenizer from the hub: {', '.join(GPT2_NAMES)}")
+    p.add_argument("--model", metavar="NAME", choices=list(MODEL_FILES),
+                   help=f"also fetch a model for --model from the hub: {', '.join(MODEL_FILES)}")
     p.add_argument("--cache", metavar="DIR", help="cache folder (default: $LM_CACHE_DIR or ~/.cache/lm)")
     p.add_argument("--base-url", metavar="URL",
                    help="replace the host of every URL (a mirror serving the same paths), e.g. http://127.0.0.1:8000")
@@ -327,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    names = list(args.datasets) or ([] if args.gpt2 else ["all"])
+    names = list(args.datasets) or ([] if args.gpt2 or args.model else ["all"])
     if "all" in names:
         names = list(SOURCES)
     unknown = [n for n in names if n not in SOURCES]
@@ -338,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             download_dataset(name, cache, args.base_url, args.force, args.timeout)
         folder = download_gpt2(args.gpt2, cache, args.base_url, args.force, args.timeout) if args.gpt2 else None
+        model = download_model(args.model, cache, args.base_url, args.force, args.timeout) if args.model else None
     except (LMError, KeyboardInterrupt) as e:
         print(f"error: {e}" if isinstance(e, LMError) else "interrupted; no partial file was kept", file=sys.stderr)
         return 1
@@ -345,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data dir: {cache}\n  use it with: python run_all.py --data-dir {cache}")
     if folder:
         print(f"GPT-2 folder: {folder}\n  use it with: python run_all.py --gpt2 {folder}")
+    if model:
+        print(f"model folder: {model}\n  use it with: python run_all.py --model {model}")
     return 0
 
 

@@ -47,20 +47,44 @@ def default_cache_dir() -> Path:
 # Streaming one URL to one file
 # --------------------------------------------------------------------------------------------
 
-def _offline_hint(url: str, reason: object) -> str:
+DATA_ADVICE = "use --data-dir with a local copy of the data instead (e.g. --data-dir ../shared/data)"
+
+
+def _offline_hint(url: str, reason: object, advice: str | None = None) -> str:
     host = urllib.parse.urlsplit(url).netloc or url
-    return (f"cannot reach {host} ({reason}). This machine looks offline or the host is down: "
-            f"use --data-dir with a local copy of the data instead (e.g. --data-dir ../shared/data)")
+    return f"cannot reach {host} ({reason}). This machine looks offline or the host is down: {advice or DATA_ADVICE}"
+
+
+@contextmanager
+def removing_new_dirs(*folders: str | os.PathLike) -> Iterator[None]:
+    """If the block fails, remove again the folders on the way to each of `folders` that did not
+    exist before it and are still empty, so a failed download leaves no empty cache folder behind."""
+    created: list[Path] = []
+    for folder in map(Path, folders):
+        p = folder
+        while not p.exists() and p.parent != p:
+            created.append(p)
+            p = p.parent
+    try:
+        yield
+    except BaseException:
+        for d in sorted(set(created), key=lambda p: len(p.parts), reverse=True):   # deepest first
+            try:
+                d.rmdir()
+            except OSError:   # not empty (or already gone): keep it
+                pass
+        raise
 
 
 def fetch_url(url: str, dest: str | os.PathLike, sha256: str | None = None,
-             timeout: float = DEFAULT_TIMEOUT, desc: str | None = None) -> str:
+             timeout: float = DEFAULT_TIMEOUT, desc: str | None = None, advice: str | None = None) -> str:
     """Stream `url` to `dest` and return the sha256 (hex) of its bytes.
 
     The bytes go to a temporary file in dest's folder, hashed on the way; a short read (fewer
     bytes than Content-Length) or a digest different from `sha256` (when given) is an error.
     Only a complete, verified file is renamed to `dest`; on any error the temporary file is
-    removed and `dest` is left as it was.
+    removed and `dest` is left as it was. `advice`: what an offline user should do instead (default:
+    use --data-dir with a local copy).
 
     >>> fetch_url("https://www.thelmbook.com/data/instruct", "/tmp/instruct.jsonl")  # doctest: +SKIP
     '3f1c...'
@@ -75,9 +99,9 @@ def fetch_url(url: str, dest: str | os.PathLike, sha256: str | None = None,
             hint = " (the file is not at this address)" if e.code == 404 else ""
             raise DownloadError(url, f"HTTP {e.code} {e.reason}{hint}") from None
         except urllib.error.URLError as e:
-            raise DownloadError(url, _offline_hint(url, e.reason)) from None
+            raise DownloadError(url, _offline_hint(url, e.reason, advice)) from None
         except (OSError, http.client.HTTPException) as e:   # reset or timed out before the headers
-            raise DownloadError(url, _offline_hint(url, e or type(e).__name__)) from None
+            raise DownloadError(url, _offline_hint(url, e or type(e).__name__, advice)) from None
         with response:
             length = response.headers.get("Content-Length")
             expected_len = int(length) if length and length.isdigit() else None
@@ -155,7 +179,7 @@ def with_base(url: str, base_url: str | None) -> str:
 
 
 def fetch_file(url: str, dest: Path, cache_dir: Path, sha256: str | None = None,
-               base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Path:
+               base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT, advice: str | None = None) -> Path:
     """Download `url` (through `base_url` if given) to `dest`, verified and recorded in the manifest.
 
     The expected digest is `sha256` (from our tables) if known, else the one the manifest
@@ -167,7 +191,7 @@ def fetch_file(url: str, dest: Path, cache_dir: Path, sha256: str | None = None,
     expected = sha256 or recorded
     say(f"downloading {source}")
     try:
-        actual = fetch_url(source, dest, expected, timeout=timeout, desc=dest.name)
+        actual = fetch_url(source, dest, expected, timeout=timeout, desc=dest.name, advice=advice)
     except ChecksumError as e:
         where = ("the digest this program knows" if sha256 else
                  f"the digest recorded in {manifest_path(cache_dir)} when it was first downloaded")

@@ -21,7 +21,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypeVar
 
 from lm.errors import DataError
 from lm.utils import no_duplicate_keys
@@ -89,13 +89,19 @@ def eval_split(data_dir: str | os.PathLike, dataset: str) -> tuple[str, Path]:
 # Reading text safely
 # --------------------------------------------------------------------------------------------
 
-def _read_text(path: Path) -> str:
+def open_bytes(path: str | os.PathLike) -> BinaryIO:
+    """`open(path, "rb")`, or a DataError naming the file if it is missing or unreadable."""
     try:
-        raw = path.read_bytes()
+        return open(path, "rb")
     except FileNotFoundError:
         raise DataError(path, "missing file") from None
     except OSError as e:
         raise DataError(path, f"cannot read: {e.strerror}") from None
+
+
+def _read_text(path: Path) -> str:
+    with open_bytes(path) as f:
+        raw = f.read()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -110,13 +116,7 @@ def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     non-UTF-8 file raises DataError naming the file (and the line, for bad bytes).
     """
     path = Path(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise DataError(path, "missing file") from None
-    except OSError as e:
-        raise DataError(path, f"cannot read: {e.strerror}") from None
-    with f:
+    with open_bytes(path) as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 yield lineno, raw.decode("utf-8").rstrip("\n").rstrip("\r")
@@ -236,9 +236,11 @@ class Topic:
 
 
 def load_emotion(path: str | os.PathLike) -> list[EmotionExample]:
-    """Emotion JSONL -> examples; an unknown label is a DataError naming the line."""
+    """Emotion JSONL -> examples; an unknown label or an empty text is a DataError naming the line."""
     out = []
     for r in read_jsonl(path, ("text", "label")):
+        if not r["text"].strip():
+            raise DataError(path, "empty text", r["_line"])
         if r["label"] not in EMOTION_LABELS:
             raise DataError(path, f"unknown emotion label {r['label']!r} (known: {', '.join(EMOTION_LABELS)})", r["_line"])
         out.append(EmotionExample(r["text"], r["label"]))

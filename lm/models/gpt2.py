@@ -41,10 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, load_folder, read_config
+from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, read_config
 from lm.checkpoints.safetensors import save_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear
+from lm.models.pretrained import HFPretrained
 from lm.models.transformer import KVCache, causal_mask, positions_from_mask
 from lm.utils import atomic_write_json
 
@@ -189,14 +190,24 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class Embedding(nn.Embedding):
+    """nn.Embedding that skips its random init on the meta device (`from_pretrained` builds the
+    model there to learn its shapes): torch's `normal_` on a meta tensor sets nothing and costs
+    seconds the first time (it imports a decomposition)."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
 class GPT2Model(nn.Module):
     """Embeddings + blocks + final LayerNorm: returns hidden states (B, T, C)."""
 
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.config = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)
+        self.wte = Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = Embedding(cfg.n_positions, cfg.n_embd)
         self.drop = nn.Dropout(cfg.embd_pdrop)
         self.h = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
@@ -230,7 +241,7 @@ class GPT2Model(nn.Module):
         return self.ln_f(x)                                          # (B, T, C)
 
 
-class _Pretrained(nn.Module):
+class _Pretrained(HFPretrained, nn.Module):
     """Shared loading/saving for the model with a head: `self.transformer` is a GPT2Model."""
 
     _architecture = "GPT2Model"          # written into config.json "architectures"
@@ -276,28 +287,17 @@ class _Pretrained(nn.Module):
         save_safetensors(self._to_file_keys(), folder / "model.safetensors", {"format": "pt"})
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | str | None = None,
-                        device: str | torch.device = "cpu"):
-        """Load config.json + weights (safetensors, sharded safetensors or pytorch_model.bin).
+    def read_config(cls, folder: str | os.PathLike) -> GPT2Config:
+        """The folder's `config.json` as a GPT2Config (CheckpointError naming the file if it is not one)."""
+        return GPT2Config.from_json(Path(folder) / "config.json")
 
-        Accepts both key layouts (with or without `transformer.`), transposes Conv1D weights,
-        drops the `attn.bias` / `attn.masked_bias` buffers and ignores other heads' weights;
-        anything else missing, unexpected or of the wrong shape raises CheckpointError listing it.
-        `dtype`: None loads float32, "auto" keeps the checkpoint's dtype, or a torch dtype.
-        """
-        folder = Path(folder)
-        config = GPT2Config.from_json(folder / "config.json")
-        tensors, path = load_folder(folder)
+    @classmethod
+    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config: GPT2Config) -> dict[str, torch.Tensor]:
+        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes."""
         with torch.device("meta"):
             model = cls(config)                                       # shapes only, no memory, no init
         expected = {k: v.shape for k, v in model.state_dict().items()}
-        state = gpt2_from_hf(tensors, path, expected, cls._other_heads)
-        if dtype == "auto":
-            dtype = next(iter(state.values())).dtype
-        dtype = dtype or torch.float32
-        state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-        model.load_state_dict(state, strict=True, assign=True)
-        return model.eval()
+        return gpt2_from_hf(tensors, path, expected, cls._other_heads)
 
 
 class GPT2(_Pretrained):

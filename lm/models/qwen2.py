@@ -42,9 +42,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lm.checkpoints.hf import load_folder, qwen2_from_hf, qwen2_to_hf, read_config, save_weights
+from lm.checkpoints.hf import qwen2_from_hf, qwen2_to_hf, read_config, save_weights
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear
+from lm.models.pretrained import HFPretrained
 from lm.models.transformer import KVCache, RMSNorm, causal_mask, check_mask_and_positions, last_token_index
 from lm.utils import atomic_write_json
 
@@ -302,7 +303,7 @@ class Qwen2Model(nn.Module):
 # Loading and saving, shared by the LM and the classifier
 # --------------------------------------------------------------------------------------------
 
-class _Qwen2Pretrained(nn.Module):
+class _Qwen2Pretrained(HFPretrained, nn.Module):
     """`self.model` is a Qwen2Model; subclasses add a head."""
 
     _architecture = "Qwen2Model"
@@ -342,31 +343,18 @@ class _Qwen2Pretrained(nn.Module):
         save_weights(qwen2_to_hf(self.state_dict()), folder, max_shard_bytes)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | str | None = None,
-                        device: str | torch.device = "cpu"):
-        """Load config.json + weights (safetensors, sharded or not, or pytorch_model.bin).
+    def read_config(cls, folder: str | os.PathLike) -> Qwen2Config:
+        """The folder's `config.json` as a Qwen2Config (CheckpointError naming the file if it is not one)."""
+        return Qwen2Config.from_json(Path(folder) / "config.json")
 
-        `dtype`: None loads float32, "auto" keeps the checkpoint's dtype (bf16 for the hub's
-        Qwen2.5), or a torch dtype. Missing, unexpected or misshapen tensors raise CheckpointError
-        naming them; other heads' weights (e.g. `score.` when loading the LM) are ignored.
-        """
-        folder = Path(folder)
-        config = Qwen2Config.from_json(folder / "config.json")
-        tensors, path = load_folder(folder)
+    @classmethod
+    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config: Qwen2Config) -> dict[str, torch.Tensor]:
+        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes;
+        other heads' weights (e.g. `score.` when loading the LM) are ignored."""
         with torch.device("meta"):
             model = cls(config)                                   # shapes only: no memory, no init
         expected = {k: v.shape for k, v in model.state_dict().items()}
-        state = qwen2_from_hf(tensors, path, expected, cls._other_heads)
-        if dtype == "auto":
-            dtype = next(iter(state.values())).dtype
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype, None) if dtype in ("float32", "bfloat16", "float16") else None
-            if dtype is None:
-                raise ConfigError("dtype must be None, 'auto', 'float32', 'bfloat16', 'float16' or a torch dtype")
-        dtype = dtype or torch.float32
-        state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-        model.load_state_dict(state, strict=True, assign=True)
-        return model.eval()
+        return qwen2_from_hf(tensors, path, expected, cls._other_heads)
 
 
 class Qwen2(_Qwen2Pretrained):

@@ -8,15 +8,29 @@ Every `lm/stages/<name>.py` follows one template:
         ...
 
     KEY_METRICS = ["val_perplexity", ...]             # shown in run_all.py's table
+    DATA_FILES = ["news/train.txt", "news/valid.txt"] # files it reads, relative to the data dir
+    NEEDS_GPT2 = False                                # True if it calls pretrained_gpt2(cfg, data_dir)
 
     def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:   # metrics
         ...
 
+`DATA_FILES` lists every file the stage reads (optional splits such as `emotion/test.jsonl` are
+left out) and `NEEDS_GPT2` says whether it uses the chapter 5 GPT-2: run_all.py's pre-flight
+(`lm/stages/preflight.py`) checks those files, the `--gpt2` folder, or, without `--gpt2`, the
+files the small GPT-2 is trained on, before the first stage starts. Both default to nothing
+(`data_files`, `needs_gpt2`).
+
 run_all.py picks the quick or full values (`settings_for`), creates `out_dir`, seeds everything,
-calls `run`, and writes the metrics it returns to `out_dir/summary.json` and the run's summary.
-A stage whose module does not exist yet is reported as `not implemented` and skipped. Stages are
-thin glue: pick data, tokenizer, model and algorithm, return metrics. A stage that needs the
-small pretrained GPT-2 gets its folder from `lm.stages.common.pretrained_gpt2(cfg)`.
+sets torch's CPU threads (`RunConfig.threads`), calls `run`, and writes the metrics it returns to
+`out_dir/summary.json` and the run's summary. A stage whose module does not exist yet is reported
+as `not implemented` and skipped. Stages are thin glue: pick data, tokenizer, model and algorithm,
+return metrics. A stage that needs the small pretrained GPT-2 gets its folder from
+`lm.stages.gpt2_pretrain.pretrained_gpt2(cfg, data_dir)`.
+
+What a stage leaves for the report (`lm/report.py` draws it; stages draw nothing themselves):
+the engine's `metrics.jsonl` anywhere under its out dir (loss curves; GRPO's reward, KL and
+length), `confusion` and `accuracy_per_epoch` in a classifier's metrics, `perplexity_table` in
+count_lm's, `demos.json` (sampling), `descent.json` (quadratic_loss).
 """
 from __future__ import annotations
 
@@ -25,6 +39,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import torch
 
 from lm.utils import seed_everything, write_summary
 
@@ -86,16 +102,34 @@ def load_stage(name: str) -> ModuleType | None:
         raise
 
 
-def run_stage(name: str, cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict:
-    """Run one stage the way run_all.py does: seed, pick its settings, make `out_dir`, run, and
-    write the metrics to `out_dir/summary.json`. Returns the metrics."""
-    module = load_stage(name)
+def data_files(module: ModuleType) -> list[str]:
+    """The stage's `DATA_FILES` (relative to the data dir); none if it declares none."""
+    return list(getattr(module, "DATA_FILES", []))
+
+
+def needs_gpt2(module: ModuleType) -> bool:
+    """The stage's `NEEDS_GPT2`: does it use the chapter 5 GPT-2 (`pretrained_gpt2`)?"""
+    return bool(getattr(module, "NEEDS_GPT2", False))
+
+
+def uses_model(module: ModuleType) -> bool:
+    """The stage's `USES_MODEL`: does it start from `--model FOLDER` (a GPT-2 or Qwen2 folder) when given?"""
+    return bool(getattr(module, "USES_MODEL", False))
+
+
+def run_stage(name: str, cfg: RunConfig, data_dir: Path, out_dir: Path, module: ModuleType | None = None) -> dict:
+    """Run one stage the way run_all.py does: seed, set torch's threads (`cfg.threads`), pick its
+    settings, make `out_dir`, run, and write the metrics to `out_dir/summary.json`. Returns the
+    metrics. `module`: the stage's module if already loaded (default: `load_stage(name)`)."""
+    module = module or load_stage(name)
     if module is None:
         raise NotImplementedError(f"stage {name} is not implemented")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.run_dir is None:
         cfg = RunConfig(**{**vars(cfg), "run_dir": out_dir.parent})
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     metrics = module.run(cfg, settings_for(module.Settings, cfg.quick), Path(data_dir), out_dir)
     write_summary(out_dir, metrics)

@@ -20,6 +20,8 @@ from lm.utils import say
 
 BOOK_SENTENCE = "Let's proceed to the language modeling part."
 KEY_METRICS = ["vocab_size", "chars_per_token", "train_seconds"]
+DATA_FILES = ["news/train.txt", "news/valid.txt"]
+NEEDS_GPT2 = False
 
 
 @dataclass

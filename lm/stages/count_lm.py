@@ -22,6 +22,8 @@ from lm.stages import RunConfig, quick_full
 from lm.utils import atomic_write_json, say
 
 KEY_METRICS = ["n", "perplexity_book", "perplexity_kn"]
+DATA_FILES = ["brown/brown.txt"]
+NEEDS_GPT2 = False
 CONTEXTS = ["i will build a", "the best place to", "she was riding a"]   # the book's examples
 NEW_TOKENS = 10                                                            # as in the book
 

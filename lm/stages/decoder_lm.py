@@ -12,6 +12,8 @@ from lm.stages import RunConfig
 from lm.stages.rnn_lm import Settings, train_stage
 
 KEY_METRICS = ["val_perplexity", "tokens", "tokens_per_s"]
+DATA_FILES = ["news/train.txt", "news/valid.txt"]
+NEEDS_GPT2 = False
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:

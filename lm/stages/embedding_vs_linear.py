@@ -9,6 +9,8 @@ from lm.stages import RunConfig, quick_full
 from lm.utils import say
 
 KEY_METRICS = ["max_abs_diff_output", "max_abs_diff_grad"]
+DATA_FILES: list[str] = []
+NEEDS_GPT2 = False
 
 
 @dataclass

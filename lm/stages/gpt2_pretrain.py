@@ -32,6 +32,8 @@ from lm.training.pretrain import BOOK_CONTEXTS, GPT2PretrainConfig, evaluate_gpt
 from lm.utils import choose_device, say, seed_everything
 
 KEY_METRICS = ["val_perplexity", "parameters", "reload_identical"]
+DATA_FILES = ["news/train.txt", "news/valid.txt"]   # the small GPT-2 is trained on these; with --gpt2, valid.txt measures it
+NEEDS_GPT2 = True
 
 
 @dataclass
@@ -109,6 +111,9 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     else:
         metrics = json.loads((folder / "pretrain.json").read_text(encoding="utf-8"))
         metrics["model_dir"] = str(folder)
+        curve = folder.with_name("gpt2_train") / "metrics.jsonl"   # the engine's log of the training
+        if curve.is_file():
+            shutil.copyfile(curve, out_dir / "metrics.jsonl")      # kept with the stage, for the report's curves
         context, batch, eval_batches = s.context, s.batch, s.eval_batches
     _, valid_lines = read_news(data_dir, 1, s.valid_lines)
     metrics.update(evaluate_gpt2(model, tok, valid_lines, context, batch, eval_batches))

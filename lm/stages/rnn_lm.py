@@ -21,6 +21,8 @@ from lm.training.engine import TrainConfig
 from lm.training.pretrain import train_language_model
 
 KEY_METRICS = ["val_perplexity", "tokens", "tokens_per_s"]
+DATA_FILES = ["news/train.txt", "news/valid.txt"]
+NEEDS_GPT2 = False
 
 
 @dataclass

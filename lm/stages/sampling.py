@@ -29,6 +29,8 @@ from lm.tokenizers.gpt2 import GPT2Tokenizer
 from lm.utils import atomic_write_json, say
 
 KEY_METRICS = ["demos", "errors_caught", "max_tv_distance", "torch_vs_reference"]
+DATA_FILES: list[str] = []   # the demos need no data; the model samples need the small GPT-2 (NEEDS_GPT2)
+NEEDS_GPT2 = True
 
 VOCABULARY = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog"]
 LOGITS = np.array([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -1.5])
@@ -110,6 +112,9 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
         except SamplingError as e:
             errors[label] = f"{type(e).__name__}: {e}"
         say(f"expected error ({label}): {errors[label]}")
+    accepted = [label for label, v in errors.items() if v == "NOT RAISED"]
+    if accepted:   # the book's input checks are part of this stage's job: a silent pass is a failure
+        raise RuntimeError(f"sample_token accepted invalid input: {', '.join(accepted)}")
 
     folder = pretrained_gpt2(cfg, data_dir)
     model, tok = GPT2.from_pretrained(folder), GPT2Tokenizer.from_dir(folder)
