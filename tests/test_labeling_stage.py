@@ -58,6 +58,14 @@ def test_stage_on_tiny_data_and_resume(tiny, tmp_path):
     assert set(m["labellers"]) == {"tfidf", "gpt2_embed", "lm_score", "lm_generate"}
     assert 0 <= m["coverage"] <= 1 and m["ensemble_accuracy_vs_truth"] in (None, 1.0)
     assert len(m["pairs"]) == 6 and -1 <= m["kappa"] <= 1
+    assert m["by_min_votes"]["3"]["coverage"] == m["coverage"] and m["by_min_votes"]["4"]["coverage"] == 0.0
+    assert m["by_min_votes"]["1"]["coverage"] >= m["by_min_votes"]["2"]["coverage"] >= m["coverage"]
+    # the classifier: trained on the labelled training documents, scored on the held-out ones
+    labels = json.loads((tmp_path / "doc_labeling" / "labels.json").read_text())
+    assert len(labels["train"]) == m["train_labelled"] and len(labels["test"]) == m["test_labelled"] > 0
+    assert m["classifier"] == "bow_lr" and 0 <= m["accuracy_vs_labels"] <= 1 and 0 <= m["accuracy_vs_truth"] <= 1
+    assert sum(map(sum, m["confusion"]["matrix"])) == m["test_labelled"]
+    assert len(m["confusion"]["labels"]) == m["classes"]
     answers = (tmp_path / "doc_labeling" / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 24 * 4
     again = run_stage("doc_labeling", cfg, data, tmp_path / "doc_labeling")   # everything from the cache

@@ -98,8 +98,9 @@ def label_corpus(docs: Sequence[Abstract], taxonomy: Taxonomy, labellers: Sequen
 
     metrics: `coverage` (share of documents with a majority label), `agreement` and `kappa`
     (mean over labeller pairs), `labellers` ({name: {coverage[, accuracy_vs_truth]}}), `pairs`,
-    and with `truth`: `candidate_recall` (true leaf among the k candidates) and
-    `ensemble_accuracy_vs_truth` (on the documents with a label).
+    `by_min_votes` (coverage [and accuracy] of the vote at every threshold), and with `truth`:
+    `candidate_recall` (true leaf among the k candidates) and `ensemble_accuracy_vs_truth` (on
+    the documents with a label).
     """
     if not labellers:
         raise ConfigError("give at least one labeller")
@@ -119,6 +120,14 @@ def label_corpus(docs: Sequence[Abstract], taxonomy: Taxonomy, labellers: Sequen
         "labellers": {name: {"coverage": c} for name, c in rep["coverage"].items()},
         "pairs": rep["pairs"], "seconds_per_labeller": seconds,
     }
+    metrics["by_min_votes"] = {}                   # the trade-off the threshold makes: coverage vs precision
+    for m in range(1, len(labellers) + 1):
+        vm = labels if m == min_votes else vote_all(answers, ids, m)
+        got = [d for d in ids if vm[d] is not None]
+        row = {"coverage": round(len(got) / len(ids), 4)}
+        if truth is not None:
+            row["accuracy_vs_truth"] = round(float(np.mean([vm[d] == truth[d] for d in got])), 4) if got else None
+        metrics["by_min_votes"][str(m)] = row
     if truth is not None:
         metrics["candidate_recall"] = recall_report(scores, taxonomy, docs, truth, [k])[f"recall@{k}"]
         for name, a in answers.items():

@@ -26,7 +26,9 @@ from pathlib import Path
 from lm.data.loaders import book_shuffle, book_split
 from lm.labeling.cache import AnswerCache
 from lm.labeling.candidates import label_scores, recall_report
-from lm.labeling.documents import ABSTRACTS, TAXONOMY, load_corpus
+from lm.finetune.classic import BagOfWords, LogisticRegression
+from lm.finetune.metrics import accuracy, confusion
+from lm.labeling.documents import ABSTRACTS, TAXONOMY, document_text, load_corpus
 from lm.labeling.ensemble import OTHER, fold_rare
 from lm.labeling.workflow import label_corpus, local_labellers, make_embedder
 from lm.models.gpt2 import GPT2
@@ -52,11 +54,35 @@ class Settings:
     score_normalize: str = "sum"                      # lm_score's comparison: sum | mean | pmi (sum: best on the toy data)
     test_share: float = 0.25                          # held-out documents (the book: 500 of 20,500; ours more, to measure)
     min_docs: int = 3                                 # fold labels with fewer training documents into "Other" (book: 20 of 17,715)
+    # classifier A: bag of words + logistic regression (lm.finetune.classic)
+    bow_features: int = 10_000                        # most frequent words kept (the book's emotion LR: 10,000)
+    lr_C: float = 1.0                                 # inverse L2 strength (scikit-learn's default, the book's)
 
 
 def n_candidates(s: Settings, n_leaves: int) -> int:
     """k: the book's share of the leaves (toy: 30 leaves -> 3), at least 2, at most max_candidates."""
     return max(2, min(s.max_candidates, round(s.candidate_share * n_leaves)))
+
+
+def scores_of(name: str, pred: dict[str, str], test: dict[str, str], test_ids: list[str],
+              truth: dict[str, str] | None, classes: list[str]) -> dict:
+    """Accuracy of `pred` against the ensemble's labels (labelled test documents), against the truth
+    (all test documents, when known), and the confusion matrix (rows = ensemble label)."""
+    labelled = [d for d in test_ids if d in test]
+    out: dict = {"classifier": name}
+    if labelled:
+        out["accuracy_vs_labels"] = round(accuracy([test[d] for d in labelled], [pred[d] for d in labelled]), 4)
+        out["confusion"] = confusion([test[d] for d in labelled], [pred[d] for d in labelled], classes)
+    if truth is not None:
+        out["accuracy_vs_truth"] = round(accuracy([truth[d] for d in test_ids], [pred[d] for d in test_ids]), 4)
+    return out
+
+
+def bow_lr(train: dict[str, str], texts: dict[str, str], test_ids: list[str], s: Settings) -> dict[str, str]:
+    """Classifier A: bag-of-words logistic regression on the labelled training documents."""
+    bow = BagOfWords(max_features=s.bow_features)
+    clf = LogisticRegression(C=s.lr_C).fit(bow.fit_transform([texts[d] for d in train]), list(train.values()))
+    return dict(zip(test_ids, clf.predict(bow.transform([texts[d] for d in test_ids]))))
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
@@ -97,4 +123,18 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     atomic_write_json(out_dir / "labels.json", {"train": train, "test": test, "kept": kept})
     for name, m in metrics["labellers"].items():
         say(f"  {name:12s} " + " ".join(f"{key}={v}" for key, v in m.items()))
+
+    # 5. classifiers trained on the ensemble's labels, scored on the held-out documents
+    classes = kept + ([OTHER] if OTHER in train.values() or OTHER in test.values() else [])
+    texts = {d.id: document_text(d) for d in docs}
+    test_ids = [d.id for d in test_docs]
+    if len(set(train.values())) < 2:
+        metrics["note"] = (f"{len(train)} training documents with {len(set(train.values()))} label(s): too few "
+                           "for a classifier (the labellers rarely agree on this data)")
+        return metrics
+    t0 = time.perf_counter()
+    result = scores_of("bow_lr", bow_lr(train, texts, test_ids, s), test, test_ids, truth, classes)
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    metrics["classifiers"] = {"bow_lr": result}
+    metrics.update({k: v for k, v in result.items() if k != "seconds"})
     return metrics
