@@ -110,3 +110,13 @@ def test_cli_chat_model(tiny, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["labellers_used"] == ["tfidf", "chat:qwen2_lm_tied"] and s["min_votes"] == 2
     assert 0 <= s["labellers"]["chat:qwen2_lm_tied"]["coverage"] <= 1
+
+
+def test_stage_without_labels_says_so(tiny, tmp_path):
+    """lm_generate (a random tiny model) never answers, so 2 of 2 votes never happen: no classifier."""
+    from lm.stages import doc_labeling
+    data, gpt2 = tiny
+    s = doc_labeling.Settings(labellers=["tfidf", "lm_generate"])
+    m = doc_labeling.run(RunConfig(device="cpu", gpt2=str(gpt2), quiet=True, run_dir=tmp_path), s, data, tmp_path)
+    assert m["coverage"] == 0.0 and m["train_labelled"] == 0 and "too few for a classifier" in m["note"]
+    assert "accuracy_vs_labels" not in m
