@@ -137,4 +137,6 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     result["seconds"] = round(time.perf_counter() - t0, 2)
     metrics["classifiers"] = {"bow_lr": result}
     metrics.update({k: v for k, v in result.items() if k != "seconds"})
+    if "accuracy_vs_labels" in metrics:    # the book's figure (0.7931) is this one: against the LLMs' labels
+        metrics["accuracy"] = metrics["accuracy_vs_labels"]
     return metrics
