@@ -1,0 +1,183 @@
+"""The emotion task (5.3-5.6) as the GPT-2 fine-tuning stages share it: splits, scores, the report.
+
+Which split a number is on (the same rule for every emotion stage): train on `train.jsonl`,
+choose nothing on the test split, report `accuracy` on `eval_split(data_dir, "emotion")` (the
+test split when the data dir has one, else valid) and `accuracy_valid` always.
+
+    >>> data = load_emotion_data("data")                                 # doctest: +SKIP
+    >>> data.eval_split, len(data.train), len(data.eval)                  # doctest: +SKIP
+    ('test', 4000, 500)
+    >>> label_scores(["joy", "sadness"], ["joy", "joy"])["accuracy"]
+    0.5
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from lm.data.loaders import EMOTION_LABELS, EmotionExample, data_file, eval_split, load_emotion, read_jsonl
+from lm.errors import DataError
+from lm.finetune.classifier import ClassificationExamples, classification_loss, labels_of, predict
+from lm.finetune.epochs import train_by_epoch
+from lm.finetune.sft import EMOTION_TEMPLATE, SFTExamples, emotion_pair, generate_completions, normalize
+from lm.models.gpt2 import GPT2ForSequenceClassification
+from lm.training.engine import TrainConfig
+
+OTHER = "(other)"   # confusion-matrix column for a generated answer that is no label
+
+
+@dataclass
+class EmotionData:
+    train: list[EmotionExample]   # emotion/train.jsonl: the only split trained on
+    valid: list[EmotionExample]   # emotion/valid.jsonl: accuracy_valid
+    eval: list[EmotionExample]    # the split `accuracy` is reported on (test.jsonl if present, else valid)
+    eval_split: str               # "test" or "valid"
+
+
+def _load_checked(path: Path) -> list[EmotionExample]:
+    examples = load_emotion(path)              # unknown labels: DataError naming the line
+    if any(not e.text.strip() for e in examples):
+        line = next(r["_line"] for r in read_jsonl(path, ("text", "label")) if not r["text"].strip())
+        raise DataError(path, "empty text", line)
+    return examples
+
+
+def load_emotion_data(data_dir: str | os.PathLike, max_train: int | None = None) -> EmotionData:
+    """The three splits, checked (unknown label or empty text -> DataError naming file and line).
+
+    `max_train` keeps the first examples of train.jsonl only (quick runs)."""
+    train = _load_checked(data_file(data_dir, "emotion/train.jsonl"))
+    valid = _load_checked(data_file(data_dir, "emotion/valid.jsonl"))
+    name, path = eval_split(data_dir, "emotion")
+    evaluation = valid if name == "valid" else _load_checked(path)
+    return EmotionData(train[:max_train] if max_train else train, valid, evaluation, name)
+
+
+def label_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str] = EMOTION_LABELS) -> dict:
+    """{"accuracy", "confusion": {"labels", "matrix"}}: rows = true label, columns = predicted.
+
+    A prediction outside `labels` (a generated answer can be anything) counts as wrong and goes
+    to an extra "(other)" column.
+    """
+    if len(gold) != len(predicted) or not gold:
+        raise DataError("<predictions>", f"need one prediction per example (> 0), got {len(predicted)} "
+                                         f"for {len(gold)}")
+    columns = list(labels) + ([OTHER] if any(p not in labels for p in predicted) else [])
+    index = {c: i for i, c in enumerate(columns)}
+    matrix = [[0] * len(columns) for _ in labels]
+    for g, p in zip(gold, predicted):
+        matrix[labels.index(g)][index.get(p, index.get(OTHER, 0))] += 1
+    accuracy = sum(g == p for g, p in zip(gold, predicted)) / len(gold)
+    return {"accuracy": round(accuracy, 4), "confusion": {"labels": columns, "matrix": matrix}}
+
+
+def describe_base(folder: str | os.PathLike, given: str | None) -> str:
+    """Where the GPT-2 weights came from, for every metric's `base_model`."""
+    if given:
+        return f"GPT-2 weights from --gpt2 {given}"
+    cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    info = json.loads((Path(folder) / "pretrain.json").read_text(encoding="utf-8"))
+    return (f"small GPT-2 pretrained here on the data dir's news ({cfg['n_layer']} layers, width {cfg['n_embd']}, "
+            f"vocab {cfg['vocab_size']}, {info.get('steps')} steps, {info.get('tokens'):,} tokens)")
+
+
+# --------------------------------------------------------------------------------------------
+# Emotion as text generation (5.3.2, and 5.5.2 with LoRA): the shared run
+# --------------------------------------------------------------------------------------------
+
+def predict_sft(model: torch.nn.Module, tok, texts: Sequence[str], eos_id: int, max_new_tokens: int,
+                batch_size: int) -> list[str]:
+    """The generated label of each text (greedy, the book's template), normalised."""
+    prompts = [EMOTION_TEMPLATE.format(text=t) for t in texts]
+    out = generate_completions(model, tok, prompts, max_new_tokens, eos_id=eos_id, batch_size=batch_size)
+    return [normalize(a) for a in out]
+
+
+def finetune_emotion_sft(model: torch.nn.Module, tok, data: EmotionData, eos_id: int, cfg: TrainConfig,
+                         epochs: int, out_dir: str | os.PathLike | None, max_new_tokens: int = 8,
+                         eval_batch: int = 64, desc: str = "emotion_sft") -> dict:
+    """Fine-tune `model` to write each text's label, scoring the eval split after every epoch.
+
+    Returns the stage metrics: accuracy (eval split), accuracy_valid, confusion, accuracy_per_epoch,
+    loss_per_epoch, eval_split and the engine's numbers.
+    """
+    context = getattr(model.config, "n_positions", None)
+    train_ex = SFTExamples([emotion_pair(e.text, e.label) for e in data.train], tok, eos_id, context=context)
+    val_ex = SFTExamples([emotion_pair(e.text, e.label) for e in data.valid], tok, eos_id, context=context)
+    gold, last = [e.label for e in data.eval], {}
+
+    def score(m):   # after every epoch; the last one's predictions are the final ones
+        last["pred"] = predict_sft(m, tok, [e.text for e in data.eval], eos_id, max_new_tokens, eval_batch)
+        return {"accuracy": label_scores(gold, last["pred"])["accuracy"]}
+
+    res = train_by_epoch(model, train_ex, val_ex, cfg, epochs, out_dir, score=score, desc=desc)
+    final = label_scores(gold, last["pred"])
+    if data.eval_split == "valid":
+        accuracy_valid = final["accuracy"]
+    else:
+        accuracy_valid = label_scores([e.label for e in data.valid],
+                                      predict_sft(model, tok, [e.text for e in data.valid], eos_id,
+                                                  max_new_tokens, eval_batch))["accuracy"]
+    return {"accuracy": final["accuracy"], "eval_split": data.eval_split, "accuracy_valid": accuracy_valid,
+            "confusion": final["confusion"], "accuracy_per_epoch": [e["accuracy"] for e in res["per_epoch"]],
+            "loss_per_epoch": res["loss_per_epoch"], "train_examples": len(train_ex),
+            "truncated_examples": train_ex.truncated,
+            **{k: res.get(k) for k in ("steps", "tokens", "val_loss", "seconds_train", "seconds_score",
+                                       "tokens_per_s")}}
+
+
+# --------------------------------------------------------------------------------------------
+# Emotion with a classification head (5.6)
+# --------------------------------------------------------------------------------------------
+
+def finetune_emotion_classifier(model: GPT2ForSequenceClassification, tok, data: EmotionData, cfg: TrainConfig,
+                                epochs: int, out_dir: str | os.PathLike | None, eval_batch: int = 64,
+                                desc: str = "emotion_classifier") -> dict:
+    """Fine-tune a GPT-2 with a `score` head on the emotion labels, scoring after every epoch.
+
+    Returns the same metrics as `finetune_emotion_sft`.
+    """
+    labels = labels_of(model.config)
+
+    def examples(split):
+        return ClassificationExamples([e.text for e in split], [e.label for e in split], tok, model.config)
+
+    train_ex, val_ex = examples(data.train), examples(data.valid)
+    eval_ex = val_ex if data.eval_split == "valid" else examples(data.eval)
+    gold, last = [e.label for e in data.eval], {}
+
+    def score(m):
+        last["pred"] = [labels[i] for i in predict(m, eval_ex, eval_batch)]
+        return {"accuracy": label_scores(gold, last["pred"], labels)["accuracy"]}
+
+    res = train_by_epoch(model, train_ex, val_ex, cfg, epochs, out_dir, loss_fn=classification_loss, score=score,
+                         desc=desc)
+    final = label_scores(gold, last["pred"], labels)
+    if data.eval_split == "valid":
+        accuracy_valid = final["accuracy"]
+    else:
+        accuracy_valid = label_scores([e.label for e in data.valid],
+                                      [labels[i] for i in predict(model, val_ex, eval_batch)], labels)["accuracy"]
+    return {"accuracy": final["accuracy"], "eval_split": data.eval_split, "accuracy_valid": accuracy_valid,
+            "confusion": final["confusion"], "accuracy_per_epoch": [e["accuracy"] for e in res["per_epoch"]],
+            "loss_per_epoch": res["loss_per_epoch"], "train_examples": len(train_ex),
+            "truncated_examples": train_ex.truncated,
+            **{k: res.get(k) for k in ("steps", "tokens", "val_loss", "seconds_train", "seconds_score",
+                                       "tokens_per_s")}}
+
+
+def train_config(book: bool, lr: float, batch_size: int, warmup_steps: int, eval_batches: int,
+                 device: str | None, seed: int) -> TrainConfig:
+    """The engine's settings for a fine-tuning run. `book`: the book's (AdamW, constant rate, no
+    warm-up, no clipping), used with real GPT-2 weights; else cosine decay after a warm-up with
+    clipping at 1.0, which trains our small GPT-2 faster."""
+    if book:
+        return TrainConfig(lr=lr, batch_size=batch_size, schedule="constant", warmup_steps=0, grad_clip=0.0,
+                           eval_batches=eval_batches, log_interval=10, device=device, seed=seed)
+    return TrainConfig(lr=lr, batch_size=batch_size, warmup_steps=warmup_steps, eval_batches=eval_batches,
+                       log_interval=10, device=device, seed=seed)

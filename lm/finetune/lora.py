@@ -1,0 +1,375 @@
+"""LoRA (5.5.2): fine-tune a frozen model through small low-rank updates of chosen projections.
+
+A linear layer computes y = x W^T + b with W of shape (out, in). LoRA freezes W and learns
+ΔW = (alpha / r) * B A, with A (r, in) and B (out, r) and r much smaller than in and out:
+
+    y = x W^T + b + (alpha / r) * (dropout(x) A^T) B^T
+
+A starts Kaiming-uniform and B at zero, so the wrapped model starts as exactly the base model and
+the update grows from there. Only A and B are trained: for GPT-2 124M with r=16 on `c_attn`
+(the book's setting, PEFT's default for GPT-2) that is 0.59 M of 124 M parameters, and AdamW's
+two moment buffers shrink by the same factor. `merge()` adds ΔW into W (inference then costs
+what the base model costs); `unmerge()` takes it out again.
+
+Adapters are saved and loaded in PEFT's folder format, so they travel between this project and
+`peft`: `adapter_config.json` (r, lora_alpha, target_modules, fan_in_fan_out, ...) and
+`adapter_model.safetensors` with keys `base_model.model.<module>.lora_A.weight` (r, in) and
+`...lora_B.weight` (out, r). Our module names are the Hugging Face ones for GPT-2 (and Qwen2).
+GPT-2's checkpoints store projections as Conv1D (in, out), so PEFT needs `fan_in_fan_out: true`
+to merge them; the A and B matrices are the same either way (tests: fixture `gpt2_lora_peft`,
+made by PEFT, reproduces its logits here; with `peft` installed, adapters go both ways).
+`modules_to_save` (modules trained in full, e.g. a classifier's `score`) are saved as PEFT does.
+A tied output layer is no module, so LoRA cannot wrap it; `untie_output_layer` makes it one.
+
+    >>> model = GPT2.from_pretrained("runs/x/pretrained/gpt2")                    # doctest: +SKIP
+    >>> add_lora(model, LoRAConfig(r=16, alpha=32, target_modules=["c_attn"]))    # doctest: +SKIP
+    >>> count_parameters(model)                                                   # doctest: +SKIP
+    (16384, 685568)
+    >>> save_adapter(model, "runs/adapter"); load_adapter(fresh_model, "runs/adapter")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from lm.checkpoints.hf import load_torch_bin, read_config
+from lm.checkpoints.safetensors import load_safetensors, save_safetensors
+from lm.errors import CheckpointError, ConfigError
+from lm.models.fast_linear import linear
+from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
+from lm.utils import atomic_write_json
+
+CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
+PREFIX = "base_model.model."   # PEFT's key prefix: PeftModel.base_model (LoraModel).model (ours)
+
+
+@dataclass
+class LoRAConfig:
+    r: int = 16                                   # rank of the update B A (the book: 16)
+    alpha: float = 32                             # scaling = alpha / r (the book: 32)
+    dropout: float = 0.0                          # dropout on the input of A while training (PEFT's default 0)
+    target_modules: list[str] | str = field(default_factory=lambda: ["c_attn"])  # names (a module whose name
+    #   is one of them or ends in ".name") or one regex matching the whole name: PEFT's rules
+    use_rslora: bool = False                      # scaling = alpha / sqrt(r) (rank-stabilised LoRA)
+    rank_pattern: dict = field(default_factory=dict)    # {name regex: r} overriding r for some modules
+    alpha_pattern: dict = field(default_factory=dict)   # {name regex: alpha} overriding alpha
+    modules_to_save: list[str] | None = None      # modules trained in full and saved with the adapter ("score")
+    fan_in_fan_out: bool | None = None            # written to adapter_config.json; None: True for GPT-2
+    task_type: str = "CAUSAL_LM"                  # PEFT's task type ("SEQ_CLS" for a classifier)
+
+    def validate(self, source: str = "LoRAConfig") -> None:
+        if not _is_int(self.r) or self.r <= 0:
+            raise ConfigError(f"{source}: r must be a positive integer, got {self.r!r}")
+        if not _is_number(self.alpha) or self.alpha <= 0:
+            raise ConfigError(f"{source}: lora_alpha must be a positive number, got {self.alpha!r}")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"{source}: lora_dropout must be in [0, 1), got {self.dropout!r}")
+        t = self.target_modules
+        if not ((isinstance(t, str) and t) or (isinstance(t, list) and t and all(isinstance(x, str) and x for x in t))):
+            raise ConfigError(f"{source}: target_modules must be a regex or a non-empty list of module names, got {t!r}")
+        for name, pattern, check in (("rank_pattern", self.rank_pattern, _is_int),
+                                     ("alpha_pattern", self.alpha_pattern, _is_number)):
+            if not isinstance(pattern, dict) or not all(isinstance(k, str) and check(v) and v > 0
+                                                        for k, v in pattern.items()):
+                raise ConfigError(f"{source}: {name} must map module-name patterns to positive numbers, got {pattern!r}")
+        m = self.modules_to_save
+        if m is not None and not (isinstance(m, list) and all(isinstance(x, str) and x for x in m)):
+            raise ConfigError(f"{source}: modules_to_save must be null or a list of module names, got {m!r}")
+        if not isinstance(self.use_rslora, bool) or self.fan_in_fan_out not in (None, True, False):
+            raise ConfigError(f"{source}: use_rslora and fan_in_fan_out must be true or false")
+
+    def targets(self, name: str) -> bool:
+        """Does LoRA wrap the module called `name`? (PEFT's matching rule.)"""
+        t = self.target_modules
+        if isinstance(t, str):
+            return re.fullmatch(t, name) is not None
+        return any(name == x or name.endswith("." + x) for x in t)
+
+    def rank_alpha(self, name: str) -> tuple[int, float]:
+        """(r, alpha) for module `name`, after rank_pattern / alpha_pattern."""
+        def lookup(pattern: dict, default):
+            key = next((k for k in pattern if re.match(rf"(.*\.)?({k})$", name)), None)
+            return pattern[key] if key is not None else default
+        return lookup(self.rank_pattern, self.r), lookup(self.alpha_pattern, self.alpha)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+class LoRALinear(nn.Module):
+    """A frozen `nn.Linear` plus the trainable low-rank update (alpha / r) * B A."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False):
+        super().__init__()
+        self.base = base
+        self.r = r
+        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
+        self.lora_A = nn.Linear(base.in_features, r, bias=False, device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_B = nn.Linear(r, base.out_features, bias=False, device=base.weight.device, dtype=base.weight.dtype)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))   # as nn.Linear and PEFT
+        nn.init.zeros_(self.lora_B.weight)                               # the update starts at 0
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)                                                  # (..., out)
+        if self.merged:
+            return y
+        h = linear(self.dropout(x), self.lora_A.weight)                  # (..., r)
+        return y + linear(h, self.lora_B.weight) * self.scaling          # (..., out)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective weight W + ΔW, for code that multiplies by `layer.weight` itself (GPT-2's
+        untied output layer does); `forward` never builds it. Dropout does not apply here."""
+        return self.base.weight if self.merged else self.base.weight + self.delta_weight()
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = scaling * B A, shaped like the base weight (out, in)."""
+        return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.base.weight += self.delta_weight()
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base.weight -= self.delta_weight()
+            self.merged = False
+
+
+# --------------------------------------------------------------------------------------------
+# Wrapping a model
+# --------------------------------------------------------------------------------------------
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    """The model's LoRA layers by module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def add_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> dict[str, LoRALinear]:
+    """Freeze `model` and wrap every target projection in a LoRALinear (in place); return them.
+
+    `cfg.modules_to_save` stay trainable in full. The config is kept as `model.lora_config`.
+    """
+    cfg = cfg or LoRAConfig()
+    cfg.validate()
+    if lora_layers(model):
+        raise ConfigError("the model already has LoRA layers (merge_and_unload it first)")
+    names = [n for n, _ in model.named_modules() if n and cfg.targets(n)]
+    if not names:
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        raise ConfigError(f"target_modules {cfg.target_modules!r} match no module of {type(model).__name__} "
+                          f"(its linear layers: {', '.join(linears[:6])}{', ...' if len(linears) > 6 else ''})")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped = {}
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        module = getattr(parent, child)
+        if not isinstance(module, nn.Linear):
+            raise ConfigError(f"target module {name} is a {type(module).__name__}; LoRA wraps linear layers only")
+        r, alpha = cfg.rank_alpha(name)
+        wrapped[name] = LoRALinear(module, r, alpha, cfg.dropout, cfg.use_rslora)
+        setattr(parent, child, wrapped[name])
+    for name in saved_modules(model, cfg):
+        for p in model.get_submodule(name).parameters():
+            p.requires_grad_(True)
+    model.lora_config = cfg
+    return wrapped
+
+
+def saved_modules(model: nn.Module, cfg: LoRAConfig) -> list[str]:
+    """Full names of the modules `cfg.modules_to_save` names (PEFT matches them like targets:
+    the name itself or a module whose name ends in ".name")."""
+    out = []
+    for short in cfg.modules_to_save or []:
+        found = [n for n, _ in model.named_modules() if n == short or n.endswith("." + short)]
+        if not found:
+            raise ConfigError(f"modules_to_save: {type(model).__name__} has no module {short!r}")
+        out += found
+    return out
+
+
+def merge(model: nn.Module) -> None:
+    """Add every LoRA update into its base weight (the forward pass then skips A and B)."""
+    for m in lora_layers(model).values():
+        m.merge()
+
+
+def unmerge(model: nn.Module) -> None:
+    """Undo `merge`: subtract every update again."""
+    for m in lora_layers(model).values():
+        m.unmerge()
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Merge and put the plain base layers back: a model with the base's own structure and keys
+    (so `save_pretrained` writes an ordinary checkpoint). Parameters stay frozen."""
+    for name, m in lora_layers(model).items():
+        m.merge()
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, m.base)
+    if hasattr(model, "lora_config"):
+        del model.lora_config
+    return model
+
+
+def untie_output_layer(model: GPT2) -> GPT2:
+    """A copy of a tied GPT-2 whose output layer `lm_head` is its own matrix (a copy of `wte`):
+    the same logits, but a module LoRA can wrap. The adapter's base is then this untied model
+    (save it with `save_pretrained` next to the adapter)."""
+    if model.lm_head is not None:
+        return model
+    config = GPT2Config.from_dict({**model.config.to_dict(), "tie_word_embeddings": False}, "untied config")
+    untied = GPT2(config).to(next(model.parameters()).device)
+    state = dict(model.state_dict())
+    state["lm_head.weight"] = state["transformer.wte.weight"].clone()
+    untied.load_state_dict(state)
+    return untied.train(model.training)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable parameters, all parameters); a tied weight counts once."""
+    params = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+# --------------------------------------------------------------------------------------------
+# PEFT's folder format
+# --------------------------------------------------------------------------------------------
+
+def _is_conv1d_model(model: nn.Module) -> bool:
+    return isinstance(model, (GPT2, GPT2ForSequenceClassification, GPT2Base))
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's tensors under PEFT's key names (A, B, and modules_to_save in full)."""
+    cfg: LoRAConfig = getattr(model, "lora_config", None)
+    if cfg is None:
+        raise ConfigError("the model has no LoRA adapter (call add_lora or load_adapter first)")
+    out = {}
+    for name, m in lora_layers(model).items():
+        out[f"{PREFIX}{name}.lora_A.weight"] = m.lora_A.weight.detach().contiguous()
+        out[f"{PREFIX}{name}.lora_B.weight"] = m.lora_B.weight.detach().contiguous()
+    for name in saved_modules(model, cfg):
+        for pname, p in model.get_submodule(name).named_parameters():
+            out[f"{PREFIX}{name}.{pname}"] = p.detach().contiguous()
+    return out
+
+
+def save_adapter(model: nn.Module, folder: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
+    """Write `adapter_config.json` + `adapter_model.safetensors` as PEFT's `save_pretrained` does."""
+    folder = Path(folder)
+    state = adapter_state(model)
+    cfg: LoRAConfig = model.lora_config
+    fan = _is_conv1d_model(model) if cfg.fan_in_fan_out is None else cfg.fan_in_fan_out
+    config = {"peft_type": "LORA", "task_type": cfg.task_type, "r": cfg.r, "lora_alpha": cfg.alpha,
+              "lora_dropout": cfg.dropout, "target_modules": cfg.target_modules, "fan_in_fan_out": fan,
+              "bias": "none", "use_rslora": cfg.use_rslora, "use_dora": False, "modules_to_save": cfg.modules_to_save,
+              "init_lora_weights": True, "layers_to_transform": None, "layers_pattern": None,
+              "rank_pattern": cfg.rank_pattern, "alpha_pattern": cfg.alpha_pattern, "inference_mode": True,
+              "base_model_name_or_path": base_model_name_or_path, "revision": None}
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / CONFIG_NAME, config)
+    save_safetensors(state, folder / WEIGHTS_NAME, {"format": "pt"})
+    return folder
+
+
+# adapter_config.json keys that change what the adapter computes and that we do not implement:
+# a value other than the harmless one is refused rather than silently ignored.
+_UNSUPPORTED = {"use_dora": (False, None), "bias": ("none",), "layers_to_transform": (None,),
+                "layers_pattern": (None, [], ""), "lora_bias": (False, None), "target_parameters": (None, []),
+                "trainable_token_indices": (None,), "layer_replication": (None,), "use_qalora": (False, None),
+                "alora_invocation_tokens": (None,)}
+
+
+def read_adapter_config(path: str | os.PathLike) -> LoRAConfig:
+    """Read PEFT's adapter_config.json; anything malformed or unsupported -> one CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "adapter_config.json is missing")
+    d = read_config(path)                       # JSON object, no key twice, else CheckpointError
+    if d.get("peft_type") != "LORA":
+        raise CheckpointError(path, f"peft_type is {d.get('peft_type')!r}; only LORA adapters can be loaded")
+    for key in ("r", "lora_alpha", "target_modules"):
+        if key not in d:
+            raise CheckpointError(path, f"missing key {key!r}")
+    for key, allowed in _UNSUPPORTED.items():
+        if key in d and d[key] not in allowed:
+            raise CheckpointError(path, f"{key}={d[key]!r} is not supported here (supported: {allowed[0]!r})")
+    target = d["target_modules"]
+    cfg = LoRAConfig(r=d["r"], alpha=d["lora_alpha"], dropout=d.get("lora_dropout", 0.0),
+                     target_modules=sorted(target) if isinstance(target, list) else target,
+                     use_rslora=d.get("use_rslora", False) or False, rank_pattern=d.get("rank_pattern") or {},
+                     alpha_pattern=d.get("alpha_pattern") or {}, modules_to_save=d.get("modules_to_save"),
+                     fan_in_fan_out=d.get("fan_in_fan_out", False), task_type=d.get("task_type") or "CAUSAL_LM")
+    try:
+        cfg.validate(source="adapter_config.json")
+    except ConfigError as e:
+        raise CheckpointError(path, str(e).split(": ", 1)[-1]) from None
+    return cfg
+
+
+def load_adapter(model: nn.Module, folder: str | os.PathLike) -> LoRAConfig:
+    """Wrap `model` as `folder`'s adapter says and load its weights (PEFT's format, or ours).
+
+    Every expected tensor must be there with its shape, and nothing else: CheckpointError names
+    the keys otherwise. Returns the adapter's config.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(folder, "adapter folder does not exist")
+    cfg = read_adapter_config(folder / CONFIG_NAME)
+    if (folder / WEIGHTS_NAME).is_file():
+        path = folder / WEIGHTS_NAME
+        tensors = load_safetensors(path)
+    elif (folder / WEIGHTS_BIN).is_file():
+        path = folder / WEIGHTS_BIN
+        tensors = load_torch_bin(path)
+    else:
+        raise CheckpointError(folder, f"no adapter weights (expected {WEIGHTS_NAME} or {WEIGHTS_BIN})")
+    try:
+        add_lora(model, cfg)
+    except ConfigError as e:
+        raise CheckpointError(folder / CONFIG_NAME, str(e)) from None
+    expected = {k: v.shape for k, v in adapter_state(model).items()}
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(path, f"adapter keys do not fit the model: missing {missing[:4]}, "
+                                    f"unexpected {unexpected[:4]}")
+    bad = [f"{k} {list(tensors[k].shape)} (expected {list(s)})" for k, s in expected.items() if tensors[k].shape != s]
+    if bad:
+        raise CheckpointError(path, f"wrong shapes: {'; '.join(bad[:4])}")
+    layers = lora_layers(model)
+    with torch.no_grad():
+        for key, t in tensors.items():
+            name, _, pname = key[len(PREFIX):].rpartition(".")          # ("...c_attn.lora_A", "weight")
+            owner, _, part = name.rpartition(".")
+            if owner in layers and part in ("lora_A", "lora_B"):
+                getattr(layers[owner], part).weight.copy_(t)
+            else:
+                model.get_submodule(name).get_parameter(pname).copy_(t)
+    return cfg
+

@@ -1,0 +1,61 @@
+"""Stage instruct_sft (5.3.3): instruction tuning of GPT-2 with the book's ChatML-style format.
+
+The instruct data is shuffled and split the book's way (seed 42, 90 % train / 10 % test). Each
+example's prompt is the ChatML-like text (system, user turn, then "<|im_start|>assistant"), its
+completion "{solution}\\n<|im_end|>" + EOS (loss on the completion only, `lm.finetune.sft`).
+The book prints the mean training loss per epoch and never scores its test split; we report
+`loss_per_epoch` and also `exact_match` on the held-out split: greedy answers through the one
+generation path, stopped at "<|im_end|>", compared after the book's normalisation. The embedded
+data's answers are checkable (arithmetic, counting, sorting, facts of the toy world); the real
+data's (Alpaca) are free text, where exact match is close to 0 by nature.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm.data.loaders import book_shuffle, book_split, data_file, load_instruct
+from lm.finetune.epochs import train_by_epoch
+from lm.finetune.sft import IM_END, SFTExamples, exact_match, generate_completions, instruct_pair, normalize
+from lm.models.gpt2 import GPT2
+from lm.stages import RunConfig, quick_full
+from lm.stages.emotion_sft import FinetuneSettings, setup
+from lm.tokenizers.gpt2 import GPT2Tokenizer
+
+KEY_METRICS = ["exact_match", "loss_per_epoch"]
+DATA_FILES = ["instruct/instruct.jsonl"]
+NEEDS_GPT2 = True
+
+
+@dataclass
+class Settings(FinetuneSettings):
+    epochs: int = quick_full(2, 8)                  # passes over the train split (our small GPT-2)
+    real_epochs: int = quick_full(1, 4)             # with --gpt2 (the book: 4)
+    real_max_train: int | None = quick_full(None, None)  # first training examples (None: all)
+    max_new_tokens: int = quick_full(32, 100)       # longest answer (the book: 100)
+    eval_batch: int = quick_full(50, 50)            # prompts generated together
+    samples: int = quick_full(5, 5)                 # test answers shown in the metrics
+
+
+def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
+    st = setup(cfg, s, data_dir)
+    model = GPT2.from_pretrained(st.folder, device=st.device)
+    tok = GPT2Tokenizer.from_dir(st.folder)
+    train_rows, test_rows = book_split(book_shuffle(load_instruct(data_file(data_dir, "instruct/instruct.jsonl"))))
+    context = model.config.n_positions
+    train_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in train_rows[:st.max_train]], tok,
+                           tok.eot_id, context=context)
+    test_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in test_rows], tok, tok.eot_id,
+                          context=context)
+    res = train_by_epoch(model, train_ex, test_ex, st.train, st.epochs, out_dir, desc="instruct_sft")
+    prompts = [instruct_pair(r.instruction, r.solution).prompt for r in test_rows]
+    answers = generate_completions(model, tok, prompts, s.max_new_tokens, eos_id=tok.eot_id,
+                                   stop_strings=[IM_END], batch_size=s.eval_batch)
+    golds = [r.solution for r in test_rows]
+    return {"exact_match": round(exact_match(answers, golds), 4), "loss_per_epoch": res["loss_per_epoch"],
+            "train_examples": len(train_ex), "test_examples": len(test_rows), "truncated_examples": train_ex.truncated,
+            "samples": [{"instruction": r.instruction, "answer": a.strip(), "reference": r.solution,
+                         "match": normalize(a) == normalize(r.solution)}
+                        for r, a in list(zip(test_rows, answers))[:s.samples]],
+            **{k: res.get(k) for k in ("steps", "tokens", "val_loss", "seconds_train", "tokens_per_s")},
+            "base_model": st.base_model}
