@@ -50,7 +50,7 @@ def tiny(tmp_path_factory):
 
 def test_stage_on_tiny_data_and_resume(tiny, tmp_path):
     data, gpt2 = tiny
-    cfg = RunConfig(quick=True, device="cpu", gpt2=str(gpt2), quiet=True)
+    cfg = RunConfig(quick=True, device="cpu", gpt2=str(gpt2), quiet=True, threads=1)
     m = run_stage("doc_labeling", cfg, data, tmp_path / "doc_labeling")
     assert m["documents"] == 24 and m["k"] == 2 and m["min_votes"] == 3          # 4 labellers: the book's 4 // 2 + 1
     assert m["candidate_recall"] == 1.0 and m["candidate_embedder_best"] == "tfidf"
@@ -63,15 +63,25 @@ def test_stage_on_tiny_data_and_resume(tiny, tmp_path):
     # the classifier: trained on the labelled training documents, scored on the held-out ones
     labels = json.loads((tmp_path / "doc_labeling" / "labels.json").read_text())
     assert len(labels["train"]) == m["train_labelled"] and len(labels["test"]) == m["test_labelled"] > 0
-    assert m["classifier"] == "bow_lr" and 0 <= m["accuracy_vs_labels"] <= 1 and 0 <= m["accuracy_vs_truth"] <= 1
-    assert sum(map(sum, m["confusion"]["matrix"])) == m["test_labelled"]
-    assert len(m["confusion"]["labels"]) == m["classes"]
+    assert set(m["classifiers"]) == {"bow_lr", "gpt2_head"} and m["classifier"] == "gpt2_head"
+    head = m["classifiers"]["gpt2_head"]
+    assert m["accuracy_vs_labels"] == m["accuracy"] == head["accuracy_vs_labels"]
+    assert m["accuracy_per_epoch"] == head["accuracy_per_epoch"] and len(head["accuracy_per_epoch"]) == 15
+    assert m["accuracy_per_epoch"][-1] == pytest.approx(m["accuracy_vs_labels"], abs=1e-4)
+    for c in m["classifiers"].values():
+        assert 0 <= c["accuracy_vs_labels"] <= 1 and 0 <= c["accuracy_vs_truth"] <= 1
+        assert sum(map(sum, c["confusion"]["matrix"])) == m["test_labelled"]
+        assert len(c["confusion"]["labels"]) == m["classes"]
+    assert (tmp_path / "doc_labeling" / "gpt2_head" / "metrics.jsonl").is_file()     # the training curve
     answers = (tmp_path / "doc_labeling" / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 24 * 4
     again = run_stage("doc_labeling", cfg, data, tmp_path / "doc_labeling")   # everything from the cache
     assert (tmp_path / "doc_labeling" / "answers.jsonl").read_text().splitlines() == answers
-    for key in ("coverage", "agreement", "kappa", "labellers", "accuracy_vs_labels"):
+    for key in ("coverage", "agreement", "kappa", "labellers", "by_min_votes", "accuracy_vs_labels"):
         assert again.get(key) == m.get(key)
+    for name, c in m["classifiers"].items():                                 # seeded: the same classifiers
+        assert {k: v for k, v in again["classifiers"][name].items() if k != "seconds"} == \
+            {k: v for k, v in c.items() if k != "seconds"}
     assert again["seconds_per_labeller"] == {}                                 # nobody was asked
 
 
