@@ -83,6 +83,7 @@ def init_from_env(device: str | None = None, timeout_s: float = 300.0) -> Dist:
 
 def shutdown(d: Dist) -> None:
     if d.active and dist.is_initialized():
+        dist.barrier()               # no rank tears down gloo while another still talks to it
         dist.destroy_process_group()
 
 
