@@ -10,9 +10,11 @@ import torch
 from conftest import REPO, SHARED_FIXTURES
 from lm.finetune.lora import load_adapter, lora_layers
 from lm.finetune.sft import IM_END, SFTExamples, chatml_stop_id, chatml_tokenizer, instruct_pair
+from lm.models.gpt2 import GPT2, GPT2Config
 from lm.models.qwen2 import Qwen2, Qwen2ForSequenceClassification
 from lm.stages import RunConfig, load_stage
 from lm.stages.preflight import preflight
+from lm.tokenizers.gpt2 import GPT2Tokenizer
 from lm.tokenizers.hf_json import tokenizer_from_dir
 
 QWEN2 = SHARED_FIXTURES / "qwen2_lm_tied"
@@ -111,6 +113,22 @@ def test_emotion_lora_with_a_qwen2_folder(qwen2, data_dir, tmp_path, monkeypatch
     assert any(l.lora_B.weight.abs().max() > 0 for l in lora_layers(model).values())   # it did train
     with torch.no_grad():
         torch.testing.assert_close(fresh(ids), model(ids), atol=1e-6, rtol=0)
+
+
+def test_emotion_lora_with_a_gpt2_folder_keeps_gpt2s_layout(data_dir, tmp_path):
+    """A GPT-2 folder given as --model: PEFT's default for GPT-2, c_attn (Conv1D: fan_in_fan_out true)."""
+    texts = [json.loads(x)["text"] for x in (data_dir / "emotion" / "train.jsonl").read_text().splitlines()]
+    tok = GPT2Tokenizer.train(texts * 2, 300)
+    torch.manual_seed(0)
+    folder = tmp_path / "gpt2"
+    GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=128, n_embd=32, n_layer=1, n_head=2,
+                    bos_token_id=tok.eot_id, eos_token_id=tok.eot_id)).save_pretrained(folder)
+    tok.save(folder)
+    m = run("emotion_lora", folder, data_dir, tmp_path / "emotion_lora", **REAL, max_new_tokens=3, r=4, alpha=8.0)
+    assert m["lora"]["target_modules"] == ["c_attn"] and m["trainable_parameters"] == 4 * (32 + 3 * 32)
+    assert m["base_model"] == f"gpt2 weights from --model {folder}" and 0 <= m["accuracy"] <= 1
+    config = json.loads((tmp_path / "emotion_lora" / "adapter" / "adapter_config.json").read_text())
+    assert config["target_modules"] == ["c_attn"] and config["fan_in_fan_out"] is True
 
 
 def test_emotion_classifier_with_a_qwen2_folder(qwen2, data_dir, tmp_path):
