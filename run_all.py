@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a hub name (gpt2, gpt2-medium, ...) to download when online")
     p.add_argument("--model", default=None, metavar="FOLDER",
                    help="a Hugging Face GPT-2 or Qwen2 folder (model_type in config.json) for the stages that "
-                        "take one (grpo, grpo_ddp, ...), or a hub name (Qwen/Qwen2.5-0.5B-Instruct, ...) "
-                        "to download when online")
+                        "take one (emotion_sft, emotion_lora, emotion_classifier, instruct_sft, grpo, grpo_ddp), "
+                        "or a hub name (Qwen/Qwen2.5-0.5B-Instruct, ...) to download when online")
     p.add_argument("--quiet", action="store_true", help="no progress output; only errors and the final table")
     return p
 

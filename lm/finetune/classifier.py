@@ -3,7 +3,9 @@
 Instead of generating the label, put a small linear layer (`score`, n_embd -> number of labels,
 no bias) on top of the transformer and read it at the last token of each text: in a causal model
 that is the only position that has seen the whole text. Train everything with cross-entropy over
-the labels; predict with argmax. The model is `lm.models.gpt2.GPT2ForSequenceClassification`.
+the labels; predict with argmax. The model is `lm.models.gpt2.GPT2ForSequenceClassification`, or
+`lm.models.qwen2.Qwen2ForSequenceClassification` for a Qwen2 folder (the same head on Qwen2's
+decoder; config.json's `model_type` decides).
 
 Batches are padded on the right, and the last real token of each row is found from the
 attention mask. (We differ from the book here: it pads with id 0 while its `pad_token_id` is
@@ -27,11 +29,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lm.errors import ConfigError
-from lm.models.gpt2 import GPT2, GPT2Config, GPT2ForSequenceClassification
+from lm.models.auto import CAUSAL_LM, CLASSIFIER, context_length, model_type
+from lm.models.gpt2 import GPT2Config, GPT2ForSequenceClassification
+
+BODY = {"gpt2": "transformer", "qwen2": "model"}   # model_type -> the decoder both heads sit on
 
 
 def with_labels(config: GPT2Config, labels: Sequence[str], pad_token_id: int | None) -> GPT2Config:
-    """A copy of `config` for a classifier over `labels` (id2label / label2id in its extra keys)."""
+    """A copy of `config` (GPT-2's or Qwen2's) for a classifier over `labels` (id2label / label2id
+    in its extra keys)."""
     if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
         raise ConfigError(f"labels must be distinct non-empty strings, got {list(labels)!r}")
     d = config.to_dict()
@@ -39,17 +45,18 @@ def with_labels(config: GPT2Config, labels: Sequence[str], pad_token_id: int | N
              id2label={str(i): name for i, name in enumerate(labels)},
              label2id={name: i for i, name in enumerate(labels)})
     d.pop("architectures", None)
-    return GPT2Config.from_dict(d, "classifier config")
+    return type(config).from_dict(d, "classifier config")
 
 
 def classifier_from_lm(folder: str | os.PathLike, labels: Sequence[str], pad_token_id: int | None = None,
                        device: str | torch.device = "cpu") -> GPT2ForSequenceClassification:
-    """A GPT-2 language model folder -> a classifier with the same transformer and a new `score`
-    head, N(0, initializer_range) as the reference library initialises it."""
-    lm = GPT2.from_pretrained(folder, device=device)
+    """A GPT-2 or Qwen2 language model folder -> a classifier with the same decoder and a new
+    `score` head, N(0, initializer_range) as the reference library initialises it."""
+    kind = model_type(folder)
+    lm = CAUSAL_LM[kind].from_pretrained(folder, device=device)
     pad = pad_token_id if pad_token_id is not None else lm.config.eos_token_id
-    model = GPT2ForSequenceClassification(with_labels(lm.config, labels, pad)).to(device)
-    model.transformer.load_state_dict(lm.transformer.state_dict())
+    model = CLASSIFIER[kind](with_labels(lm.config, labels, pad)).to(device)
+    getattr(model, BODY[kind]).load_state_dict(getattr(lm, BODY[kind]).state_dict())
     nn.init.normal_(model.score.weight, 0.0, model.config.initializer_range)
     return model
 
@@ -73,7 +80,7 @@ class ClassificationExamples:
         if len(texts) != len(labels) or not texts:
             raise ConfigError(f"need one label per text (> 0 texts), got {len(labels)} for {len(texts)}")
         self.pad_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id or 0
-        context = config.n_positions
+        context = context_length(config)
         self.seqs, self.targets, cut = [], np.zeros(len(texts), dtype=np.int64), 0
         for i, (text, label) in enumerate(zip(texts, labels)):
             if label not in label2id:

@@ -1,4 +1,4 @@
-"""The emotion task (5.3-5.6) as the GPT-2 fine-tuning stages share it: splits, scores, the report.
+"""The emotion task (5.3-5.6) as the fine-tuning stages share it (GPT-2 or Qwen2): splits, scores, the report.
 
 Which split a number is on (the same rule for every emotion stage): train on `train.jsonl`,
 choose nothing on the test split, report `accuracy` on `eval_split(data_dir, "emotion")` (the
@@ -25,6 +25,7 @@ from lm.errors import DataError
 from lm.finetune.classifier import ClassificationExamples, classification_loss, labels_of, predict
 from lm.finetune.epochs import train_by_epoch
 from lm.finetune.sft import EMOTION_TEMPLATE, SFTExamples, emotion_pair, generate_completions, normalize
+from lm.models.auto import context_length
 from lm.models.gpt2 import GPT2ForSequenceClassification
 from lm.training.engine import TrainConfig
 
@@ -76,8 +77,11 @@ def label_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence
     return {"accuracy": round(accuracy, 4), "confusion": {"labels": columns, "matrix": matrix}}
 
 
-def describe_base(folder: str | os.PathLike, given: str | None) -> str:
-    """Where the GPT-2 weights came from, for every metric's `base_model`."""
+def describe_base(folder: str | os.PathLike, given: str | None, flag: str = "--gpt2") -> str:
+    """Where the base weights came from, for every metric's `base_model` (`given`: the `flag`'s value)."""
+    if given and flag == "--model":
+        kind = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("model_type")
+        return f"{kind} weights from --model {given}"
     if given:
         return f"GPT-2 weights from --gpt2 {given}"
     cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
@@ -106,7 +110,7 @@ def finetune_emotion_sft(model: torch.nn.Module, tok, data: EmotionData, eos_id:
     Returns the stage metrics: accuracy (eval split), accuracy_valid, confusion, accuracy_per_epoch,
     loss_per_epoch, eval_split and the engine's numbers.
     """
-    context = getattr(model.config, "n_positions", None)
+    context = context_length(model.config)
     train_ex = SFTExamples([emotion_pair(e.text, e.label) for e in data.train], tok, eos_id, context=context)
     val_ex = SFTExamples([emotion_pair(e.text, e.label) for e in data.valid], tok, eos_id, context=context)
     gold, last = [e.label for e in data.eval], {}
@@ -138,7 +142,7 @@ def finetune_emotion_sft(model: torch.nn.Module, tok, data: EmotionData, eos_id:
 def finetune_emotion_classifier(model: GPT2ForSequenceClassification, tok, data: EmotionData, cfg: TrainConfig,
                                 epochs: int, out_dir: str | os.PathLike | None, eval_batch: int = 64,
                                 desc: str = "emotion_classifier") -> dict:
-    """Fine-tune a GPT-2 with a `score` head on the emotion labels, scoring after every epoch.
+    """Fine-tune a GPT-2 or Qwen2 with a `score` head on the emotion labels, scoring after every epoch.
 
     Returns the same metrics as `finetune_emotion_sft`.
     """

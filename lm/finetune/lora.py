@@ -14,10 +14,14 @@ what the base model costs); `unmerge()` takes it out again.
 Adapters are saved and loaded in PEFT's folder format, so they travel between this project and
 `peft`: `adapter_config.json` (r, lora_alpha, target_modules, fan_in_fan_out, ...) and
 `adapter_model.safetensors` with keys `base_model.model.<module>.lora_A.weight` (r, in) and
-`...lora_B.weight` (out, r). Our module names are the Hugging Face ones for GPT-2 (and Qwen2).
+`...lora_B.weight` (out, r). Our module names are the Hugging Face ones for GPT-2 and Qwen2
+(`base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`,
+`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`), so the keys need no mapping.
 GPT-2's checkpoints store projections as Conv1D (in, out), so PEFT needs `fan_in_fan_out: true`
-to merge them; the A and B matrices are the same either way (tests: fixture `gpt2_lora_peft`,
-made by PEFT, reproduces its logits here; with `peft` installed, adapters go both ways).
+to merge them; Qwen2's are nn.Linear (out, in): `false`. The A and B matrices are the same either
+way (tests: fixture `gpt2_lora_peft`, made by PEFT, reproduces its logits here; with `peft`
+installed, adapters go both ways). PEFT's default targets (`default_target_modules`): `c_attn`
+for GPT-2, `q_proj` + `v_proj` for Qwen2.
 `modules_to_save` (modules trained in full, e.g. a classifier's `score`) are saved as PEFT does.
 A tied output layer is no module, so LoRA cannot wrap it; `untie_output_layer` makes it one.
 
@@ -43,6 +47,7 @@ from lm.checkpoints.safetensors import load_safetensors, save_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import linear
 from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
+from lm.models.qwen2 import Qwen2, Qwen2ForSequenceClassification
 from lm.utils import atomic_write_json
 
 CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
@@ -262,6 +267,16 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def _is_conv1d_model(model: nn.Module) -> bool:
     return isinstance(model, (GPT2, GPT2ForSequenceClassification, GPT2Base))
+
+
+def default_target_modules(model: nn.Module) -> list[str]:
+    """PEFT's default LoRA targets for the model's family: GPT-2's fused attention input `c_attn`
+    (the book's setting), Qwen2's query and value projections `q_proj`, `v_proj`."""
+    if _is_conv1d_model(model):
+        return ["c_attn"]
+    if isinstance(model, (Qwen2, Qwen2ForSequenceClassification)):
+        return ["q_proj", "v_proj"]
+    raise ConfigError(f"no default LoRA target modules for {type(model).__name__}; give target_modules")
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -30,7 +30,10 @@ from the left to leave room for `max_new_tokens`. `overflow="error"` raises Conf
 
 The templates of the book's two SFT programs are here too: emotion as text generation (5.3.2)
 and the ChatML-style instruction format (5.3.3). Any tokenizer with `encode(str) -> ids` and
-`decode(ids) -> str` works, with its own EOS id (GRPO's warm-up reuses this module).
+`decode(ids) -> str` works, with its own EOS id (GRPO's warm-up reuses this module). For GPT-2
+the ChatML markers are plain text; a tokenizer that has them as special tokens (Qwen2's) reads
+them as their single ids through `chatml_tokenizer`, and its `<|im_end|>` then ends the answer
+(`chatml_stop_id`): the completion "{solution}\n<|im_end|>" already ends with it, so no EOS is added.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ import torch
 
 from lm.errors import ConfigError
 from lm.inference.generate import generate
+from lm.models.auto import context_length
 from lm.training.batches import IGNORE_INDEX
 
 # 5.3.2: the emotion of a text as a one-word completion (label + EOS, no leading space).
@@ -51,7 +55,7 @@ EMOTION_TEMPLATE = "Predict the emotion for the following text: {text}\nEmotion:
 # 5.3.3: the book's ChatML-like format, written as plain text (these are not special tokens for
 # GPT-2). The prompt ends right after "assistant", with no newline; the completion is
 # "{solution}\n<|im_end|>" followed by EOS, and generation stops at "<|im_end|>".
-IM_END = "<|im_end|>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 CHATML_TEMPLATE = ("<|im_start|>system\nYou are a helpful assistant.\n<|im_end|>\n"
                    "<|im_start|>user\n{instruction}\n<|im_end|>\n<|im_start|>assistant")
 
@@ -81,6 +85,35 @@ def instruct_pair(instruction: str, solution: str) -> Pair:
     if not instruction.strip():
         raise ConfigError("instruction is empty")
     return Pair(CHATML_TEMPLATE.format(instruction=instruction), f"{solution}\n{IM_END}")
+
+
+class _ChatMLEncoding:
+    """A tokenizer whose `encode` reads the ChatML markers it has as special tokens as their ids."""
+
+    def __init__(self, tokenizer, markers: set[str]):
+        self.tokenizer, self.markers = tokenizer, markers
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, allowed_special=self.markers)
+
+    def __getattr__(self, name: str):               # decode, vocab_size, special_tokens, ...
+        return getattr(self.tokenizer, name)
+
+
+def chatml_tokenizer(tokenizer):
+    """`tokenizer` for the ChatML-style template. Where `<|im_start|>` / `<|im_end|>` are special
+    tokens (Qwen2's tokenizer), the markers written in the template become their single ids, as the
+    model met them in its chat training (plain `encode` refuses special-token text); elsewhere
+    (GPT-2: no such tokens) the markers are plain text and `tokenizer` is returned unchanged."""
+    specials = getattr(tokenizer, "special_tokens", {})
+    markers = {t for t in (IM_START, IM_END) if t in specials}
+    return _ChatMLEncoding(tokenizer, markers) if markers else tokenizer
+
+
+def chatml_stop_id(tokenizer, eos_id: int) -> int:
+    """The id that ends an answer in the ChatML-style template: `<|im_end|>` where the tokenizer
+    has it as a special token (Qwen2), else `eos_id` (GPT-2, after the plain-text marker)."""
+    return getattr(tokenizer, "special_tokens", {}).get(IM_END, eos_id)
 
 
 def normalize(text: str) -> str:
@@ -123,7 +156,8 @@ def fit_pair(prompt: list[int], completion: list[int], max_len: int | None) -> t
 
 
 def _context_of(model: torch.nn.Module) -> int | None:
-    return getattr(getattr(model, "config", None), "n_positions", None)
+    config = getattr(model, "config", None)
+    return context_length(config) if config is not None else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,7 +169,8 @@ class SFTExamples:
 
     pairs:       `Pair`s or (prompt, completion) tuples
     tokenizer:   encode/decode; prompt and completion are encoded separately (as the book does)
-    eos_id:      appended to every completion, so the model learns to stop
+    eos_id:      appended to every completion, so the model learns to stop (unless the completion's
+                 ids already end with it: Qwen2's "<|im_end|>" through `chatml_tokenizer`)
     pad_id:      fills the padding (default eos_id); never decides what is trained on
     context:     the model's n_positions: a sequence may have context + 1 tokens (the last one is
                  only a target); longer pairs are cut as `fit_pair` says, with one warning
@@ -154,7 +189,9 @@ class SFTExamples:
         sequences, prompt_lengths = [], []
         for i, pair in enumerate(pairs):
             prompt, completion = pair if isinstance(pair, tuple) else (pair.prompt, pair.completion)
-            p, c = list(tokenizer.encode(prompt)), list(tokenizer.encode(completion)) + [eos_id]
+            p, c = list(tokenizer.encode(prompt)), list(tokenizer.encode(completion))
+            if not c or c[-1] != eos_id:
+                c.append(eos_id)
             if not p:
                 raise ConfigError(f"example {i}: the prompt encodes to no tokens")
             sequences.append(p + c)
@@ -245,7 +282,8 @@ def generate_completions(model: torch.nn.Module, tokenizer: Tokenizer, prompts: 
 
     Prompts are sorted by length so a batch holds similar lengths (less padding); the answers come
     back in the prompts' order. Each answer is the new text up to, not including, the first EOS or
-    stop string (the book decodes with skip_special_tokens and its stopping criterion).
+    stop string (the book decodes with skip_special_tokens and its stopping criterion). Ids beyond
+    the tokenizer's vocabulary (Qwen2's embedding has unused padding rows) are never generated.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -266,7 +304,7 @@ def generate_completions(model: torch.nn.Module, tokenizer: Tokenizer, prompts: 
             batch = order[start:start + batch_size]
             out = generate(model, [ids[i] for i in batch], max_new_tokens, stop_token_ids=[eos_id],
                            stop_strings=stop_strings, decode=tokenizer.decode if stop_strings else None,
-                           pad_token_id=eos_id)                                 # (b, T + new)
+                           pad_token_id=eos_id, vocab_limit=getattr(tokenizer, "vocab_size", None))  # (b, T + new)
             T = max(len(ids[i]) for i in batch)
             for i, row in zip(batch, out[:, T:].tolist()):
                 new = row[:row.index(eos_id)] if eos_id in row else row

@@ -4,7 +4,8 @@
     >>> model = load_causal_lm("~/.cache/lm/qwen/Qwen2.5-0.5B-Instruct", dtype="auto")  # doctest: +SKIP
 
 The tokenizer of the same folder: `lm.tokenizers.hf_json.tokenizer_from_dir(folder)`. Both kinds
-of model speak the one generation protocol, so what follows (generate, SFT, GRPO) needs no branch.
+of model speak the one generation protocol, so what follows (generate, SFT, GRPO) needs no branch;
+`context_length(config)` reads either family's context.
 """
 from __future__ import annotations
 
@@ -39,3 +40,10 @@ def load_causal_lm(folder: str | os.PathLike, dtype: torch.dtype | str | None = 
     """
     folder = Path(folder).expanduser()
     return CAUSAL_LM[model_type(folder)].from_pretrained(folder, dtype=dtype, device=device)
+
+
+def context_length(config) -> int | None:
+    """The longest sequence a config is made for: GPT-2's `n_positions` (a hard limit: its position
+    table), Qwen2's `max_position_embeddings` (RoPE has no table; longer was never trained); None
+    for a config with neither."""
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)

@@ -4,8 +4,9 @@ The same task and evaluation as emotion_sft, but GPT-2's weights stay frozen: Lo
 trainable low-rank update (alpha / r) B A to the chosen projections (`lm.finetune.lora`). The
 adapter is saved in PEFT's folder format in out_dir/adapter (loadable with `peft`).
 
-With real weights (--gpt2) the book's setting: r 16, alpha 32 on `c_attn` (PEFT's default for
-GPT-2), AdamW 5e-5, batch 16, 18 epochs in --full. Our small GPT-2 needs more: its tied output
+With real weights (--gpt2, or --model with a GPT-2 or Qwen2 folder) the book's setting: r 16,
+alpha 32 on PEFT's default targets for the model (`c_attn` for GPT-2, the book's; `q_proj` and
+`v_proj` for Qwen2), AdamW 5e-5, batch 16, 18 epochs in --full. Our small GPT-2 needs more: its tied output
 layer cannot put more than about 2 % probability on the labels' letter tokens whatever the layers
 below it compute (measured: those rarely seen tokens' embeddings sit inside the others' hull), so
 no adapter below the output layer can teach it to write "joy". For it we untie the output layer
@@ -18,16 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm.finetune.emotion import finetune_emotion_sft, load_emotion_data
-from lm.finetune.lora import LoRAConfig, add_lora, count_parameters, save_adapter, untie_output_layer
-from lm.models.gpt2 import GPT2
+from lm.finetune.lora import (LoRAConfig, add_lora, count_parameters, default_target_modules, save_adapter,
+                              untie_output_layer)
 from lm.stages import RunConfig, quick_full
 from lm.stages.emotion_sft import Settings as SFTSettings
-from lm.stages.emotion_sft import setup
-from lm.tokenizers.gpt2 import GPT2Tokenizer
+from lm.stages.emotion_sft import load_lm, setup
 
 KEY_METRICS = ["accuracy", "trainable_parameters", "accuracy_valid"]
 DATA_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]
 NEEDS_GPT2 = True
+USES_MODEL = True
 
 
 @dataclass
@@ -39,17 +40,17 @@ class Settings(SFTSettings):
     targets: list = quick_full(["c_attn", "c_proj", "c_fc", "lm_head"], ["c_attn", "c_proj", "c_fc", "lm_head"])
     epochs: int = quick_full(3, 8)                  # passes over train.jsonl
     lr: float = quick_full(3e-3, 3e-3)              # peak learning rate (1e-2 collapses to empty answers)
-    # real GPT-2 weights (--gpt2): the book's settings
-    real_targets: list = quick_full(["c_attn"], ["c_attn"])   # the book: PEFT's default for GPT-2
+    # real weights (--gpt2 / --model): the book's settings
+    real_targets: list | None = quick_full(None, None)  # None: PEFT's default for the model (GPT-2: c_attn,
+    #   the book's; Qwen2: q_proj, v_proj)
     real_epochs: int = quick_full(1, 18)            # the book: 18
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     st = setup(cfg, s, data_dir)
-    model = GPT2.from_pretrained(st.folder, device=st.device)
-    tok = GPT2Tokenizer.from_dir(st.folder)
-    targets = list(s.real_targets if st.real else s.targets)
-    base_dir = cfg.gpt2 or str(st.folder)
+    model, tok, eos = load_lm(st)
+    targets = list((s.real_targets or default_target_modules(model)) if st.real else s.targets)
+    base_dir = str(st.folder) if cfg.model else cfg.gpt2 or str(st.folder)
     if "lm_head" in targets and model.lm_head is None:
         model = untie_output_layer(model)
         model.save_pretrained(out_dir / "base")
@@ -59,7 +60,7 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     add_lora(model, lora)
     trainable, total = count_parameters(model)
     data = load_emotion_data(data_dir, st.max_train)
-    metrics = finetune_emotion_sft(model, tok, data, tok.eot_id, st.train, st.epochs, out_dir, s.max_new_tokens,
+    metrics = finetune_emotion_sft(model, tok, data, eos, st.train, st.epochs, out_dir, s.max_new_tokens,
                                    s.eval_batch, desc="emotion_lora")
     save_adapter(model, out_dir / "adapter", base_model_name_or_path=base_dir)
     metrics.update(trainable_parameters=trainable, total_parameters=total, trainable_share=round(trainable / total, 5),

@@ -1,4 +1,4 @@
-"""Stage instruct_sft (5.3.3): instruction tuning of GPT-2 with the book's ChatML-style format.
+"""Stage instruct_sft (5.3.3): instruction tuning of GPT-2 (or Qwen2) with the book's ChatML-style format.
 
 The instruct data is shuffled and split the book's way (seed 42, 90 % train / 10 % test). Each
 example's prompt is the ChatML-like text (system, user turn, then "<|im_start|>assistant"), its
@@ -8,6 +8,10 @@ The book prints the mean training loss per epoch and never scores its test split
 generation path, stopped at "<|im_end|>", compared after the book's normalisation. The embedded
 data's answers are checkable (arithmetic, counting, sorting, facts of the toy world); the real
 data's (Alpaca) are free text, where exact match is close to 0 by nature.
+
+With `--model` a Qwen2 folder's tokenizer has `<|im_start|>` / `<|im_end|>` as special tokens: the
+same template is then read with the markers as their single ids (`chatml_tokenizer`), and
+`<|im_end|>` itself ends the answer (training target and stop id; no EOS after it).
 """
 from __future__ import annotations
 
@@ -16,21 +20,22 @@ from pathlib import Path
 
 from lm.data.loaders import book_shuffle, book_split, data_file, load_instruct
 from lm.finetune.epochs import train_by_epoch
-from lm.finetune.sft import IM_END, SFTExamples, exact_match, generate_completions, instruct_pair, normalize
-from lm.models.gpt2 import GPT2
+from lm.finetune.sft import (IM_END, SFTExamples, chatml_stop_id, chatml_tokenizer, exact_match,
+                             generate_completions, instruct_pair, normalize)
+from lm.models.auto import context_length
 from lm.stages import RunConfig, quick_full
-from lm.stages.emotion_sft import FinetuneSettings, setup
-from lm.tokenizers.gpt2 import GPT2Tokenizer
+from lm.stages.emotion_sft import FinetuneSettings, load_lm, setup
 
 KEY_METRICS = ["exact_match", "loss_per_epoch"]
 DATA_FILES = ["instruct/instruct.jsonl"]
 NEEDS_GPT2 = True
+USES_MODEL = True
 
 
 @dataclass
 class Settings(FinetuneSettings):
     epochs: int = quick_full(2, 8)                  # passes over the train split (our small GPT-2)
-    real_epochs: int = quick_full(1, 4)             # with --gpt2 (the book: 4)
+    real_epochs: int = quick_full(1, 4)             # with --gpt2 / --model (the book: 4)
     real_max_train: int | None = quick_full(None, None)  # first training examples (None: all)
     max_new_tokens: int = quick_full(32, 100)       # longest answer (the book: 100)
     eval_batch: int = quick_full(50, 50)            # prompts generated together
@@ -39,17 +44,17 @@ class Settings(FinetuneSettings):
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     st = setup(cfg, s, data_dir)
-    model = GPT2.from_pretrained(st.folder, device=st.device)
-    tok = GPT2Tokenizer.from_dir(st.folder)
+    model, tok, eos = load_lm(st)
+    stop, tok = chatml_stop_id(tok, eos), chatml_tokenizer(tok)     # GPT-2: eos and tok unchanged
     train_rows, test_rows = book_split(book_shuffle(load_instruct(data_file(data_dir, "instruct/instruct.jsonl"))))
-    context = model.config.n_positions
+    context = context_length(model.config)
     train_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in train_rows[:st.max_train]], tok,
-                           tok.eot_id, context=context)
-    test_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in test_rows], tok, tok.eot_id,
+                           stop, context=context)
+    test_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in test_rows], tok, stop,
                           context=context)
     res = train_by_epoch(model, train_ex, test_ex, st.train, st.epochs, out_dir, desc="instruct_sft")
     prompts = [instruct_pair(r.instruction, r.solution).prompt for r in test_rows]
-    answers = generate_completions(model, tok, prompts, s.max_new_tokens, eos_id=tok.eot_id,
+    answers = generate_completions(model, tok, prompts, s.max_new_tokens, eos_id=stop,
                                    stop_strings=[IM_END], batch_size=s.eval_batch)
     golds = [r.solution for r in test_rows]
     return {"exact_match": round(exact_match(answers, golds), 4), "loss_per_epoch": res["loss_per_epoch"],

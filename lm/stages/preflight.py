@@ -5,7 +5,8 @@ that minute, and one problem at a time wastes more. `preflight()` looks at every
 anything is trained and returns one line per problem (run_all.py prints them all and exits 2):
 
 - the data dir exists, and every file the selected stages read (their `DATA_FILES`, plus the
-  small GPT-2's corpus when a stage `NEEDS_GPT2` and no `--gpt2` is given) is there, readable,
+  small GPT-2's corpus when a stage `NEEDS_GPT2` and no `--gpt2` is given, nor `--model` for a
+  stage that `USES_MODEL`) is there, readable,
   not empty, UTF-8 text, and for `.jsonl` starts with a JSON object. Only the first 64 KiB are
   read: the loaders still check every line when a stage reads the file;
 - `--gpt2` (and `--model`): `check_model_folder`, the same checks `from_pretrained` makes, without
@@ -100,16 +101,18 @@ def check_data_file(path: Path) -> str | None:
     return None
 
 
-def needed_files(modules: dict[str, ModuleType], gpt2_given: bool) -> dict[str, list[str]]:
+def needed_files(modules: dict[str, ModuleType], gpt2_given: bool, model_given: bool = False) -> dict[str, list[str]]:
     """Data file (relative to the data dir) -> the selected stages that need it, in stage order.
 
-    A stage that `NEEDS_GPT2` without `--gpt2` needs the small GPT-2's corpus (`gpt2_pretrain`'s files).
+    A stage that `NEEDS_GPT2` without `--gpt2` needs the small GPT-2's corpus (`gpt2_pretrain`'s
+    files), unless it `USES_MODEL` and `--model` is given: it then starts from that folder.
     """
     need: dict[str, list[str]] = {}
     pretrain = load_stage("gpt2_pretrain")
     for name, module in modules.items():
         files = data_files(module)
-        if needs_gpt2(module) and not gpt2_given and pretrain is not None and name != "gpt2_pretrain":
+        small_gpt2 = needs_gpt2(module) and not gpt2_given and not (model_given and uses_model(module))
+        if small_gpt2 and pretrain is not None and name != "gpt2_pretrain":
             files += data_files(pretrain)
         for rel in files:
             need.setdefault(rel, [])
@@ -285,5 +288,5 @@ def preflight(modules: dict[str, ModuleType], data_dir: str | os.PathLike | None
     except LMError as e:
         res.problems.append(f"data: {e}")
     if res.data_dir is not None:
-        res.problems += check_data(res.data_dir, needed_files(modules, gpt2_given=bool(gpt2)))
+        res.problems += check_data(res.data_dir, needed_files(modules, gpt2_given=bool(gpt2), model_given=bool(model)))
     return res
