@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import socket
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -164,4 +165,24 @@ def spawn(fn: Callable, nprocs: int, *args) -> None:
     """
     if nprocs < 1:
         raise ConfigError(f"nprocs must be >= 1, got {nprocs}")
-    mp.spawn(_worker, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=True)
+    ctx = mp.spawn(_worker, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=False)
+    try:
+        while not ctx.join():
+            pass
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+        first = _first_raised(ctx.error_files)
+        if first is None or first == e.error_index:
+            raise
+        # torch reports whichever process it saw exit first; a peer that died in a collective
+        # because this rank raised is a consequence, so name the rank that raised first
+        with open(ctx.error_files[first], "rb") as f:
+            trace = pickle.load(f)                 # our own child's traceback string, not user data
+        raise mp.ProcessRaisedException(f"\n\n-- Process {first} terminated with the following error:\n{trace}",
+                                        first, ctx.processes[first].pid) from None
+
+
+def _first_raised(error_files: Sequence[str]) -> int | None:
+    """The rank whose Python exception was written first (torch writes one file per raising rank)."""
+    written = [(os.path.getmtime(f), i) for i, f in enumerate(error_files)
+               if os.path.isfile(f) and os.path.getsize(f) > 0]
+    return min(written)[1] if written else None

@@ -154,39 +154,39 @@ def _problem(world: World, r: random.Random) -> tuple[str, str]:
     g = r.choice(j.goods)
     P, S = p.first, capitalised(p.subj)
     if kind == 0:
-        a, d = r.randint(2, 15), r.randint(2, 9)
+        a, d = r.randint(2, 9), r.randint(2, 5)
         s, c = _step(a, "*", d)
         return (f"{P} is {a_or_an(j.name)} {j.name} in {t.name}. {S} {j.verbs[0]} {a} {g} every day. "
                 f"How many {g} does {p.subj} {j.verbs[1]} in {d} days?",
                 f"In {d} days {P} {j.verbs[0]} {s} {g}.\n#### {c}")
     if kind == 1:
-        b, c2 = r.randint(2, 20), r.randint(2, 20)
-        a = b + c2 + r.randint(1, 40)
+        b, c2 = r.randint(2, 9), r.randint(2, 9)
+        a = b + c2 + r.randint(1, 9)
         s1, used = _step(b, "+", c2)
         s2, left = _step(a, "-", used)
         return (f"{P} had {a} {g}. {S} sold {b} of them at the market in {t.name} and gave {c2} to "
                 f"{p.poss} neighbour. How many {g} does {P} have left?",
                 f"{P} sold and gave away {s1} {g}.\n{S} has {s2} {g} left.\n#### {left}")
     if kind == 2:
-        price, q = r.randint(2, 20), r.randint(2, 9)
+        price, q = r.randint(2, 9), r.randint(2, 5)
         s, c = _step(q, "*", price)
         return (f"At the market in {t.name}, one {t.unit} of {t.good} costs {price} coins. {P} buys {q} {t.unit}s. "
                 f"How many coins does {p.subj} pay?", f"{P} pays {s} coins.\n#### {c}")
     if kind == 3:
-        price, q = r.randint(2, 12), r.randint(2, 6)
+        price, q = r.randint(2, 9), r.randint(2, 3)
         s1, cost = _step(q, "*", price)
-        paid = cost + r.randint(1, 30)
+        paid = cost + r.randint(1, 9)
         s2, change = _step(paid, "-", cost)
         return (f"One {t.unit} of {t.good} costs {price} coins in {t.name}. {P} buys {q} {t.unit}s and pays with "
                 f"{paid} coins. How much change does {p.subj} get?",
                 f"The {t.good} costs {s1} coins.\n{S} gets {s2} coins in change.\n#### {change}")
     if kind == 4:
-        b, k = r.randint(2, 12), r.randint(2, 12)
+        b, k = r.randint(2, 5), r.randint(2, 9)
         s, c = _step(b * k, "/", b)
         return (f"{P} has {b * k} {g} and packs them into boxes of {b}. How many boxes does {p.subj} fill?",
                 f"{P} fills {s} boxes.\n#### {c}")
     if kind == 5:
-        a, b = r.randint(3, 40), r.randint(3, 40)
+        a, b = r.randint(2, 9), r.randint(2, 9)
         d1, d2 = r.sample(DAYS, 2)
         s, c = _step(a, "+", b)
         return (f"On {d1} {P} {j.verbs[2]} {a} {g}, and on {d2} {p.subj} {j.verbs[2]} {b} more. "
@@ -201,12 +201,12 @@ def _problem(world: World, r: random.Random) -> tuple[str, str]:
                 f"A week has 7 days, so {p.pet} eats {s} handfuls.\n#### {c}")
     if kind == 7:
         q = world.mayors[t.name] if world.mayors[t.name] is not p else r.choice(world.people)
-        a, b = r.randint(3, 30), r.randint(2, 20)
+        a, b = r.randint(3, 9), r.randint(2, 9)
         s1, qa = _step(a, "+", b)
         s2, tot = _step(a, "+", qa)
         return (f"{P} has {a} coins. {q.first} has {b} coins more than {P}. How many coins do they have together?",
                 f"{q.first} has {s1} coins.\nTogether they have {s2} coins.\n#### {tot}")
-    a = 2 * r.randint(3, 40)
+    a = 2 * r.randint(3, 9)
     s, c = _step(a, "/", 2)
     return (f"{P} {j.verbs[2]} {a} {g} and sold half of them. How many {g} are left?",
             f"{P} sold {s} {g}, so {s.split('>>')[-1]} are left.\n#### {c}")
