@@ -140,6 +140,10 @@ def instruct_rows(world: World, seed: int, n: int) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 # GSM8K-style word problems: one or two operations, "<<a*b=c>>" annotations, "#### c"
 # --------------------------------------------------------------------------------------------
+# The operands are single digits (results up to 63) so a model of under a million parameters can
+# learn the arithmetic from 1,400 worked solutions (greedy accuracy about a third after the SFT
+# warm-up, two thirds with one of 8 samples), which leaves GRPO something to find. Real GSM8K is
+# far harder: there a 0.5-1.5 B instruction-tuned model is the book's starting point.
 
 def _step(a: int, op: str, b: int) -> tuple[str, int]:
     c = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
