@@ -247,6 +247,30 @@ def data_parallel_step(rank: int, world: int, vocab: int, out: str) -> None:
     distributed.shutdown(d)
 
 
+def test_micro_batches_give_the_same_update_as_the_whole_batch():
+    """mu = 2 (old log-probs, clipping) and beta > 0 (reference), 8 rows in chunks of 3, 3, 2."""
+    roll, rewards = fixed_rollout(37)
+    after = {}
+    for micro in (0, 3):
+        torch.manual_seed(0)
+        model = GPT2(GPT2Config(vocab_size=37, n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                                embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)).eval()
+        ref = new_reference(model)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.add_(0.05 * torch.randn_like(p))                             # a reference that differs
+        cfg = GRPOConfig(prompts_per_step=4, group_size=2, lr=1e-2, beta=0.04, mu=2, micro_batch=micro)
+        opt = make_optimizer(model, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
+        stats = grpo_update(model, ref, opt, roll, group_advantages(rewards, 2), cfg, distributed.Dist())
+        after[micro] = (model.state_dict(), stats)
+    (whole, s0), (chunked, s3) = after[0], after[3]
+    for k in whole:
+        torch.testing.assert_close(chunked[k], whole[k], atol=1e-6, rtol=0)
+    assert s3["kl"] == pytest.approx(s0["kl"], abs=1e-6) and s0["kl"] > 0
+    assert s3["loss"] == pytest.approx(s0["loss"], abs=1e-6)
+    assert s3["clip_fraction"] == pytest.approx(s0["clip_fraction"], abs=1e-6)
+
+
 def test_two_ranks_equal_one_rank_on_fixed_rollouts(tmp_path):
     data_parallel_step(0, 1, 37, str(tmp_path / "one.pt"))
     distributed.spawn(data_parallel_step, 2, 37, str(tmp_path / "two.pt"))

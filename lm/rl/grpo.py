@@ -69,6 +69,7 @@ class GRPOConfig:
     lr: float = 5e-6               # AdamW learning rate (the book: 5e-6)
     weight_decay: float = 0.01     # AdamW weight decay (torch's default, as the book)
     clip_norm: float = 0.1         # gradient-norm clip (the book: 0.1)
+    micro_batch: int = 0           # rows per forward/backward in an update (0: all at once); same result, less memory
     checkpoint_interval: int = 0   # steps between checkpoints (0: only at the end)
     seed: int = 0                  # prompts and sampling seeds derive from (seed, step, rank)
 
@@ -76,6 +77,8 @@ class GRPOConfig:
         for name in ("prompts_per_step", "max_new_tokens", "mu", "iterations", "steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"GRPOConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.micro_batch < 0:
+            raise ConfigError(f"GRPOConfig.micro_batch must be >= 0 (0: the whole batch), got {self.micro_batch}")
         if self.group_size < 2:
             raise ConfigError(f"GRPOConfig.group_size must be >= 2 (advantages compare completions of one "
                               f"prompt), got {self.group_size}")
@@ -142,26 +145,43 @@ def rewards_of(roll: Rollout, reward_fns: dict[str, Callable[[str, str], float]]
 
 def grpo_update(model: torch.nn.Module, ref_model: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
                 roll: Rollout, advantages: torch.Tensor, cfg: GRPOConfig, d: Dist) -> dict:
-    """mu optimizer updates on one rollout; gradients averaged over the ranks before clipping."""
+    """mu optimizer updates on one rollout; gradients averaged over the ranks before clipping.
+
+    With `cfg.micro_batch` the rows go through the model that many at a time and their gradients
+    add up (each chunk's loss weighted by its share of the rows), so the update is the same as
+    on the whole batch at once (tested to 1e-6) while the activations held are a chunk's.
+    """
     k = roll.completion_mask.shape[1]
+    n = roll.input_ids.shape[0]
     adv = advantages.to(roll.input_ids.device)
     params = [p for p in model.parameters() if p.requires_grad]
+    chunks = [slice(i, min(i + (cfg.micro_batch or n), n)) for i in range(0, n, cfg.micro_batch or n)]
+
+    def log_probs(m: torch.nn.Module, c: slice) -> torch.Tensor:                # (rows of c, K)
+        return token_log_probs(m, roll.input_ids[c], roll.attention_mask[c], k)
+
     with torch.no_grad():
-        ref_logp = (token_log_probs(ref_model, roll.input_ids, roll.attention_mask, k)
-                    if ref_model is not None and cfg.beta > 0 else None)
-        old_logp = token_log_probs(model, roll.input_ids, roll.attention_mask, k) if cfg.mu > 1 else None
+        ref_logp = (torch.cat([log_probs(ref_model, c) for c in chunks])
+                    if ref_model is not None and cfg.beta > 0 else None)        # (N, K)
+        old_logp = torch.cat([log_probs(model, c) for c in chunks]) if cfg.mu > 1 else None
     stats: dict = {}
     for _ in range(cfg.mu):
-        logp = token_log_probs(model, roll.input_ids, roll.attention_mask, k)  # (N, K)
-        loss, stats = grpo_loss(logp, logp.detach() if old_logp is None else old_logp,
-                                logp.detach() if ref_logp is None else ref_logp, adv,
-                                roll.completion_mask, cfg.beta, cfg.epsilon)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total, kl, clipped, tokens = 0.0, 0.0, 0.0, 0.0
+        for c in chunks:
+            logp = log_probs(model, c)
+            old = logp.detach() if old_logp is None else old_logp[c]
+            ref = logp.detach() if ref_logp is None else ref_logp[c]
+            loss, st = grpo_loss(logp, old, ref, adv[c], roll.completion_mask[c], cfg.beta, cfg.epsilon)
+            share = (c.stop - c.start) / n
+            (loss * share).backward()
+            t = float(roll.completion_mask[c].sum())
+            total, kl, clipped, tokens = total + float(loss) * share, kl + st["kl"] * t, \
+                clipped + st["clip_fraction"] * t, tokens + t
         all_reduce_gradients(params, d)
         torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
         optimizer.step()
-        stats["loss"] = float(loss.detach())
+        stats = {"loss": total, "kl": kl / max(tokens, 1), "clip_fraction": clipped / max(tokens, 1)}
     return stats
 
 
@@ -255,7 +275,7 @@ def summarise(history: list[dict], steps: int) -> dict:
 
 
 def _jsonable(cfg: GRPOConfig) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if k != "checkpoint_interval"}
+    return {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_interval", "micro_batch")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=c.iterations, help="outer iterations (reference re-copied)")
     p.add_argument("--steps", type=int, default=c.steps, help="steps per iteration")
     p.add_argument("--lr", type=float, default=c.lr, help="AdamW learning rate")
+    p.add_argument("--micro-batch", type=int, default=c.micro_batch,
+                   help="rows per forward/backward in an update (0: all at once); the same update in less memory")
     p.add_argument("--checkpoint-interval", type=int, default=50, help="steps between checkpoints")
     p.add_argument("--warmup-examples", type=int, default=w.examples, help="SFT warm-up problems (0: no warm-up)")
     p.add_argument("--warmup-epochs", type=float, default=w.epochs, help="SFT warm-up passes")
@@ -354,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cfg = GRPOConfig(prompts_per_step=a.prompts_per_step, group_size=a.group_size, max_new_tokens=a.max_new_tokens,
                      temperature=a.temperature, beta=a.beta, epsilon=a.epsilon, mu=a.mu, iterations=a.iterations,
-                     steps=a.steps, lr=a.lr, checkpoint_interval=a.checkpoint_interval, seed=a.seed)
+                     steps=a.steps, lr=a.lr, micro_batch=a.micro_batch, checkpoint_interval=a.checkpoint_interval,
+                     seed=a.seed)
     warmup = (WarmupConfig(examples=a.warmup_examples, epochs=a.warmup_epochs, lr=a.warmup_lr)
               if a.warmup_examples else None)
     world = int(os.environ.get("WORLD_SIZE", 1))
