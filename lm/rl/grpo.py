@@ -176,7 +176,7 @@ def grpo_update(model: torch.nn.Module, ref_model: torch.nn.Module | None, optim
             share = (c.stop - c.start) / n
             (loss * share).backward()
             t = float(roll.completion_mask[c].sum())
-            total, kl, clipped, tokens = total + float(loss) * share, kl + st["kl"] * t, \
+            total, kl, clipped, tokens = total + float(loss.detach()) * share, kl + st["kl"] * t, \
                 clipped + st["clip_fraction"] * t, tokens + t
         all_reduce_gradients(params, d)
         torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
