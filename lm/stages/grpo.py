@@ -34,7 +34,7 @@ USES_MODEL = True
 @dataclass
 class Settings:
     # GRPO (the book: B 4-7 prompts x G 12-16, 400-500 new tokens, 500 steps, lr 5e-6, beta 0.04, eps 0.1, mu 1)
-    prompts_per_step: int = quick_full(8, 16)       # B: prompts per step (over all ranks)
+    prompts_per_step: int = quick_full(16, 16)      # B: prompts per step (over all ranks)
     group_size: int = quick_full(8, 8)              # G: completions per prompt
     max_new_tokens: int = quick_full(64, 64)        # completion cap (our worked solutions: 30-55 tokens)
     temperature: float = quick_full(0.6, 0.6)       # rollout temperature (the book: 1.0; see the module docstring)
