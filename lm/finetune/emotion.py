@@ -86,7 +86,8 @@ def describe_base(folder: str | os.PathLike, given: str | None, flag: str = "--g
         return f"GPT-2 weights from --gpt2 {given}"
     cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     info = json.loads((Path(folder) / "pretrain.json").read_text(encoding="utf-8"))
-    return (f"small GPT-2 pretrained here on the data dir's news ({cfg['n_layer']} layers, width {cfg['n_embd']}, "
+    corpus = "news" + (" and the tasks' training texts" if info.get("task_texts") else "")
+    return (f"small GPT-2 pretrained here on the data dir's {corpus} ({cfg['n_layer']} layers, width {cfg['n_embd']}, "
             f"vocab {cfg['vocab_size']}, {info.get('steps')} steps, {info.get('tokens'):,} tokens)")
 
 
