@@ -294,3 +294,17 @@ def test_a_failing_rank_fails_the_job_without_hanging():
     with pytest.raises(mp.ProcessRaisedException, match="rank 1 broke on purpose"):
         distributed.spawn(rank_one_fails, 2)
     assert time.perf_counter() - t0 < 60
+
+
+def test_problems_whose_prompt_does_not_fit_are_left_out_with_a_warning(tok):
+    from lm.rl.grpo import fitting_problems
+    long = Problem("What is " + "one plus " * 60 + "one?", "61", "")
+    lengths = [len(tok.encode(build_prompt(p.question))) for p in (PROBLEMS[0], long)]
+    cfg = GPT2Config(vocab_size=tok.vocab_size, n_positions=lengths[0] + 10)
+    assert lengths[1] + 10 > cfg.n_positions
+    with pytest.warns(UserWarning, match="1 of 2 problems left out"):
+        kept, skipped = fitting_problems([PROBLEMS[0], long], tok, cfg, 10)
+    assert kept == [PROBLEMS[0]] and skipped == 1
+    assert fitting_problems([PROBLEMS[0]], tok, cfg, 10) == ([PROBLEMS[0]], 0)
+    with pytest.raises(ConfigError, match="no problem's prompt fits"):
+        fitting_problems([long], tok, cfg, 10)

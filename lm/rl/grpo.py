@@ -31,6 +31,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -41,7 +42,7 @@ from lm.data.download import model_folder as model_folder_of
 from lm.errors import ConfigError, LMError
 from lm.inference.generate import generate, left_pad
 from lm.inference.sampling import SamplingConfig
-from lm.models.auto import load_causal_lm
+from lm.models.auto import context_length, load_causal_lm
 from lm.rl import distributed
 from lm.rl.objective import completion_mask, group_advantages, grpo_loss, token_log_probs
 from lm.rl.distributed import Dist, all_reduce_gradients, all_sum, broadcast_parameters, parameters_identical
@@ -282,6 +283,25 @@ def _jsonable(cfg: GRPOConfig) -> dict:
 # The whole experiment: evaluate, warm up, evaluate, GRPO (1 or N ranks), evaluate
 # --------------------------------------------------------------------------------------------
 
+def fitting_problems(problems: Sequence[Problem], tokenizer, config, new_tokens: int) -> tuple[list[Problem], int]:
+    """The problems whose prompt plus `new_tokens` fit the model's context, and how many did not.
+
+    A small model (the quick GPT-2's 256 positions) cannot hold real GSM8K's longest prompts; they
+    are left out with a warning rather than failing the run after the warm-up. None left is an error.
+    """
+    limit = context_length(config)
+    if limit is None:
+        return list(problems), 0
+    kept = [p for p in problems if len(tokenizer.encode(build_prompt(p.question))) + new_tokens <= limit]
+    if problems and not kept:
+        raise ConfigError(f"no problem's prompt fits the model's context of {limit} tokens with {new_tokens} new "
+                          f"tokens: use a model with a longer context (--model / --gpt2) or fewer new tokens")
+    if len(kept) < len(problems):
+        warnings.warn(f"{len(problems) - len(kept)} of {len(problems)} problems left out: prompt + {new_tokens} "
+                      f"new tokens exceeds the model's context of {limit}")
+    return kept, len(problems) - len(kept)
+
+
 def run_grpo(model_folder: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: GRPOConfig,
              warmup: WarmupConfig | None, eval_problems: int = 30, eval_tokens: int = 128, ranks: int = 1,
              device: str | None = None, resume: bool = False) -> dict:
@@ -296,8 +316,11 @@ def run_grpo(model_folder: str | Path, data_dir: str | Path, out_dir: str | Path
     model, tok = load_causal_lm(model_folder, device=device or "cpu"), tokenizer_from_dir(model_folder)
     eos_id = model.config.eos_token_id
     train_problems, eval_set = split_problems(data_dir)
+    train_problems, skipped = fitting_problems(train_problems, tok, model.config, max(cfg.max_new_tokens, 1))
+    eval_set, skipped_eval = fitting_problems(eval_set, tok, model.config, eval_tokens)
     eval_set = eval_set[:eval_problems]
-    metrics: dict = {"eval_problems": len(eval_set), "train_problems": len(train_problems), "ranks": ranks}
+    metrics: dict = {"eval_problems": len(eval_set), "train_problems": len(train_problems), "ranks": ranks,
+                     "problems_too_long": skipped + skipped_eval}
     sft_folder = out / "sft_model"
     if resume and (sft_folder / "config.json").is_file():                   # warmed up before the stop
         model = load_causal_lm(sft_folder, device=device or "cpu")
@@ -330,7 +353,7 @@ def _rank_main(rank: int, world: int, model_folder: str, tokenizer_folder: str, 
     if d.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))         # the ranks share the cores
     model, tok = load_causal_lm(model_folder, device=d.device), tokenizer_from_dir(tokenizer_folder)
-    train_problems, _ = split_problems(data_dir)
+    train_problems, _ = fitting_problems(split_problems(data_dir)[0], tok, model.config, cfg.max_new_tokens)
     metrics = train_grpo(model, tok, train_problems, cfg, out, model.config.eos_token_id, d, resume=resume,
                          desc=f"grpo rank {rank}")
     if d.is_main:
