@@ -50,12 +50,18 @@ def char_class(chars) -> str:
 
 
 @lru_cache(maxsize=1)
-def reference_pattern() -> re.Pattern:
-    """GPT-2's pattern with \\p{L}, \\p{N} and \\s spelt out as explicit classes (slow, exact)."""
+def unicode_classes() -> tuple[str, str, str]:
+    """\\p{L}, \\p{N} and \\s spelt out as the insides of regex character classes: (L, N, S)."""
     chars = all_chars()
     L = char_class(filter(str.isalpha, chars))              # str.isalpha == category L*
     N = char_class(c for c in chars if unicodedata.category(c)[0] == "N")
-    S = char_class(WHITE_SPACE)
+    return L, N, char_class(WHITE_SPACE)
+
+
+@lru_cache(maxsize=1)
+def reference_pattern() -> re.Pattern:
+    """GPT-2's pattern with \\p{L}, \\p{N} and \\s spelt out as explicit classes (slow, exact)."""
+    L, N, S = unicode_classes()
     return re.compile(rf"""'(?:[sdmt]|ll|ve|re)| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+""")
 
 

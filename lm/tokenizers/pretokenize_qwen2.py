@@ -29,11 +29,10 @@ from all of Unicode, and both against the reference library's pieces.
 from __future__ import annotations
 
 import re
-import unicodedata
 from functools import lru_cache
 from itertools import accumulate
 
-from lm.tokenizers.pretokenize import WHITE_SPACE, all_chars, char_class
+from lm.tokenizers.pretokenize import unicode_classes
 from lm.tokenizers.pretokenize_fast import _shadow_table
 
 # The pattern exactly as Qwen2's tokenizer.json spells it (how a file is recognised).
@@ -48,10 +47,7 @@ _FAST = re.compile(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\w]?[^\W\d]+|\d| ?[^\s\w
 @lru_cache(maxsize=1)
 def reference_pattern() -> re.Pattern:
     """Qwen2's pattern with \\p{L}, \\p{N} and \\s spelt out as explicit classes (slow, exact)."""
-    chars = all_chars()
-    L = char_class(filter(str.isalpha, chars))              # str.isalpha == category L*
-    N = char_class(c for c in chars if unicodedata.category(c)[0] == "N")
-    S = char_class(WHITE_SPACE)
+    L, N, S = unicode_classes()
     return re.compile(rf"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n{L}{N}]?[{L}]+|[{N}]| ?[^{S}{L}{N}]+[\r\n]*"
                       rf"|[{S}]*[\r\n]+|[{S}]+(?![^{S}])|[{S}]+")
 
