@@ -242,6 +242,11 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
             shown = format_metrics(e.get("metrics") or {}, _key_metrics(name))
         lines.append(f"| {name} | {e.get('status')} | {e.get('seconds', 0):.1f} | {_cell(shown)} |")
 
+    changed = [(n, (stages[n].get("metrics") or {}).get("what_changed")) for n in names]
+    changed = [(n, text) for n, text in changed if isinstance(text, str) and text]
+    if changed:                                                 # GRPO's stages say what the run changed
+        lines += ["", "## What changed", ""] + [f"- **{n}**: {_cell(text)}" for n, text in changed]
+
     book_rows = []
     for name in names:
         for key, (value, what) in BOOK.get(name, {}).items():

@@ -13,7 +13,11 @@ from lm.errors import ConfigError
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.rl import distributed
 from lm.rl.grpo import GRPOConfig, Rollout, grpo_update, new_reference, rollout, train_grpo
-from lm.rl.objective import completion_mask, group_advantages, grpo_loss
+from lm.inference.sampling import process_logits, sample_next
+from lm.models.qwen2 import Qwen2, Qwen2Config
+from lm.rl import objective
+from lm.rl.objective import (completion_mask, group_advantages, grpo_loss, token_log_probs,
+                             token_log_probs_reference)
 from lm.rl.tasks import (Problem, accuracy, build_prompt, combined_reward, correctness_reward, extract_answer,
                          extract_last_number, extract_single_number, format_completion, format_reward,
                          is_correct, load_problems)
@@ -82,6 +86,15 @@ def test_group_advantages():
     assert torch.allclose(adv[3:], (r - 2.0) / (2.0 + 1e-4))                     # unbiased std = 2
 
 
+@pytest.mark.parametrize("value", [2.8, 0.6, 1.5])
+def test_equal_rewards_give_advantage_exactly_zero(value):
+    """float32 mean([2.8] * 8) is not 2.8: without the rule, (r - mean) / (0 + 1e-4) is about 5e-3."""
+    rewards = torch.tensor([value] * 8 + [0.0, 2.8, 0.2, 2.0, 0.0, 0.0, 1.5, 0.6], dtype=torch.float32)
+    adv = group_advantages(rewards, 8)
+    assert adv[:8].tolist() == [0.0] * 8
+    assert adv[8:].abs().min() > 0.1                                             # the other group still has signal
+
+
 def transcribed_loss(logp, old, ref, adv, mask, beta, eps):
     """The formula written out token by token with Python floats."""
     per_seq = []
@@ -110,6 +123,28 @@ def test_loss_equals_per_token_transcription():
     want = transcribed_loss(logp.tolist(), old.tolist(), ref.tolist(), adv.tolist(), mask.tolist(), 0.04, 0.2)
     assert float(loss) == pytest.approx(want, rel=1e-12)
     assert 0 < stats["clip_fraction"] < 1
+
+
+def test_loss_gradient_is_the_formulas_with_the_kl_term_and_per_sequence_means():
+    """d loss / d logp_t = -(1 / N) (1 / n_i) (ratio_t A_i - beta (1 - exp(ref_t - logp_t))) inside the
+    clip range. Sequences of 2, 5 and 7 tokens tell a per-sequence mean from a mean over all tokens, and
+    a KL term detached from the graph loses the beta part."""
+    g = torch.Generator().manual_seed(5)
+    N, K, beta = 3, 7, 0.3
+    logp = (-torch.rand(N, K, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    old = logp.detach() + 0.02 * torch.randn(N, K, generator=g, dtype=torch.float64)   # ratios well inside 1 +- 0.2
+    ref = logp.detach() - torch.rand(N, K, generator=g, dtype=torch.float64)
+    adv = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    mask = torch.zeros(N, K, dtype=torch.long)
+    for i, n in enumerate((2, 5, 7)):
+        mask[i, :n] = 1
+    loss, stats = grpo_loss(logp, old, ref, adv, mask, beta=beta, epsilon=0.2)
+    loss.backward()
+    assert stats["clip_fraction"] == 0.0
+    lp = logp.detach()
+    ratio, n = torch.exp(lp - old), mask.sum(1, keepdim=True)
+    want = -(ratio * adv[:, None] - beta * (1 - torch.exp(ref - lp))) * mask / n / N
+    torch.testing.assert_close(logp.grad, want, rtol=1e-10, atol=1e-12)
 
 
 def test_k3_is_nonnegative_and_zero_at_the_reference():
@@ -172,6 +207,69 @@ def tiny_policy(tok, seed=0):
                            embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)).eval()
 
 
+def tiny_qwen2(vocab: int, seed: int = 0):
+    torch.manual_seed(seed)
+    return Qwen2(Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                             tie_word_embeddings=False)).eval()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "qwen2"])
+def test_fast_log_probs_equal_the_reference_values_and_gradients(tok, family):
+    """The output layer only at completion positions, in chunks of 3 rows: the same numbers as the
+    book's full log_softmax, and the same gradients for every parameter."""
+    roll, _ = fixed_rollout(tok.vocab_size)
+    k = roll.completion_mask.shape[1]
+    grads = {}
+    for name, fn in (("fast", lambda m: token_log_probs(m, roll.input_ids, roll.attention_mask, k, 0.6)),
+                     ("reference", lambda m: token_log_probs_reference(m, roll.input_ids, roll.attention_mask, k, 0.6))):
+        model = tiny_policy(tok) if family == "gpt2" else tiny_qwen2(tok.vocab_size)
+        with patch_chunk(3 * tok.vocab_size):
+            logp = fn(model)                                                     # (N, K)
+        (logp * torch.linspace(-1, 1, logp.numel()).view_as(logp)).sum().backward()
+        grads[name] = (logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    (fast, gf), (ref, gr) = grads["fast"], grads["reference"]
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
+    for n in gr:
+        torch.testing.assert_close(gf[n], gr[n], atol=1e-6, rtol=1e-5)
+
+
+class patch_chunk:
+    """Make `chosen_log_probs` work in chunks of `elements` logits for the duration."""
+    def __init__(self, elements: int):
+        self.elements = elements
+
+    def __enter__(self):
+        self.saved = objective.CHUNK_ELEMENTS
+        objective.CHUNK_ELEMENTS = self.elements
+
+    def __exit__(self, *exc):
+        objective.CHUNK_ELEMENTS = self.saved
+
+
+def test_the_policy_in_the_ratio_is_the_one_that_sampled(tok, monkeypatch):
+    """A rollout at T = 0.6: the log-probabilities GRPO computes equal those of the distribution the
+    sampler drew from (recorded inside `generate`), so the ratio is exactly 1 at mu = 1; at T = 1 they do not."""
+    import lm.inference.generate as gen
+    recorded = []
+
+    def recording_sample_next(logits, cfg, counts=None, generator=None):
+        ids = sample_next(logits, cfg, counts, generator)
+        recorded.append(process_logits(logits, cfg, counts).log_softmax(-1).gather(-1, ids[:, None]).squeeze(-1))
+        return ids
+    monkeypatch.setattr(gen, "sample_next", recording_sample_next)
+    model = tiny_policy(tok, 3)
+    cfg = GRPOConfig(prompts_per_step=2, group_size=4, max_new_tokens=8, temperature=0.6)
+    roll = rollout(model, tok, PROBLEMS[:2], cfg, tok.eot_id, torch.Generator().manual_seed(0))
+    k, m = roll.completion_mask.shape[1], roll.completion_mask.bool()
+    sampler = torch.stack(recorded[:k], dim=1)                                  # (N, K)
+    ours = token_log_probs(model, roll.input_ids, roll.attention_mask, k, cfg.temperature)
+    ratio = torch.exp(ours - sampler)[m]
+    assert m.sum() > 10 and torch.allclose(ratio, torch.ones_like(ratio), atol=1e-5)
+    at_one = torch.exp(token_log_probs(model, roll.input_ids, roll.attention_mask, k, 1.0) - sampler)[m]
+    assert (at_one - 1).abs().max() > 0.05
+
+
 def test_rollout_shapes_masks_and_texts(tok):
     model = tiny_policy(tok)
     cfg = GRPOConfig(prompts_per_step=2, group_size=3, max_new_tokens=6)
@@ -226,24 +324,54 @@ def _shard(roll: Rollout, rows: slice) -> Rollout:
     return Rollout(roll.input_ids[rows], roll.attention_mask[rows], roll.completion_mask[rows], [], [])
 
 
-def data_parallel_step(rank: int, world: int, vocab: int, out: str) -> None:
-    """One GRPO update on a fixed rollout of 4 groups of 2, shared among `world` ranks."""
-    d = distributed.init(rank, world, "cpu")
+def dp_start(vocab: int) -> GPT2:
     torch.manual_seed(0)
-    model = GPT2(GPT2Config(vocab_size=vocab, n_positions=32, n_embd=16, n_layer=1, n_head=2,
-                            embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)).eval()
+    return GPT2(GPT2Config(vocab_size=vocab, n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                           embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)).eval()
+
+
+def ragged_rollout(vocab: int) -> tuple[Rollout, torch.Tensor]:
+    """8 rows whose completions end early in the first half (up to 2 tokens of 5) and run to the end in
+    the second: a rank given only the first half pads its completions to 2, the other to 5."""
+    roll, rewards = fixed_rollout(vocab)
+    cmask = roll.completion_mask.clone()
+    cmask[:4, 2:] = 0
+    cmask[:4, :2] = 1
+    cmask[4:] = 1
+    cmask[5, 4:] = 0
+    k = cmask.shape[1]
+    amask = roll.attention_mask.clone()
+    amask[:, -k:] = cmask
+    return Rollout(roll.input_ids, amask, cmask, [""] * 8, [""] * 8), rewards
+
+
+def _trim(roll: Rollout) -> Rollout:
+    """Drop completion columns no row of this shard uses, as a rank's own rollout would."""
+    k, used = roll.completion_mask.shape[1], int(roll.completion_mask.sum(1).max())
+    cut = roll.input_ids.shape[1] - (k - used)
+    return Rollout(roll.input_ids[:, :cut], roll.attention_mask[:, :cut], roll.completion_mask[:, :used], [], [])
+
+
+def data_parallel_step(rank: int, world: int, vocab: int, out: str) -> None:
+    """One GRPO update on a fixed rollout of 4 groups of 2, shared among `world` ranks, each rank's
+    completions padded only to its own longest one."""
+    d = distributed.init(rank, world, "cpu")
+    model = dp_start(vocab)
     distributed.broadcast_parameters(model, d)
     cfg = GRPOConfig(prompts_per_step=4, group_size=2, lr=1e-2, beta=0.04, mu=2)
-    roll, rewards = fixed_rollout(vocab)
+    roll, rewards = ragged_rollout(vocab)
     adv = group_advantages(rewards, cfg.group_size)
     per = roll.input_ids.shape[0] // world
     rows = slice(rank * per, (rank + 1) * per)
+    shard = _trim(_shard(roll, rows))
+    if world == 2:
+        assert shard.completion_mask.shape[1] == (2 if rank == 0 else 5)
     ref = new_reference(model)
     opt = make_optimizer(model, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
-    grpo_update(model, ref, opt, _shard(roll, rows), adv[rows], cfg, d)
+    stats = grpo_update(model, ref, opt, shard, adv[rows], cfg, d)
     assert distributed.parameters_identical(model, d)
     if rank == 0:
-        torch.save({k: v for k, v in model.state_dict().items()}, out)
+        torch.save({**model.state_dict(), "loss": torch.tensor(stats["loss"])}, out)
     distributed.shutdown(d)
 
 
@@ -271,15 +399,26 @@ def test_micro_batches_give_the_same_update_as_the_whole_batch():
     assert s3["clip_fraction"] == pytest.approx(s0["clip_fraction"], abs=1e-6)
 
 
-def test_two_ranks_equal_one_rank_on_fixed_rollouts(tmp_path):
+def test_two_ranks_equal_one_rank_on_rollouts_of_different_lengths(tmp_path):
     data_parallel_step(0, 1, 37, str(tmp_path / "one.pt"))
     distributed.spawn(data_parallel_step, 2, 37, str(tmp_path / "two.pt"))
     one = torch.load(tmp_path / "one.pt", weights_only=True)
     two = torch.load(tmp_path / "two.pt", weights_only=True)
     for k in one:
-        torch.testing.assert_close(two[k], one[k], atol=1e-6, rtol=0)
-    start = GPT2(GPT2Config(vocab_size=37, n_positions=32, n_embd=16, n_layer=1, n_head=2))
-    assert any(not torch.equal(one[k], v) for k, v in start.state_dict().items() if k in one)
+        if k != "loss":
+            torch.testing.assert_close(two[k], one[k], atol=1e-6, rtol=0)
+    start = dp_start(37).state_dict()                                 # the very start both runs began from
+    moved = [k for k, v in start.items() if not torch.equal(one[k], v)]
+    assert len(moved) == len(start)                                   # the update changed every tensor
+
+
+def test_the_logged_loss_is_the_mean_over_the_ranks(tmp_path):
+    """Rank 0 alone would log its own half's loss; the run logs the mean of both halves' (= 1 rank's)."""
+    data_parallel_step(0, 1, 37, str(tmp_path / "one.pt"))
+    distributed.spawn(data_parallel_step, 2, 37, str(tmp_path / "two.pt"))
+    one = float(torch.load(tmp_path / "one.pt", weights_only=True)["loss"])
+    two = float(torch.load(tmp_path / "two.pt", weights_only=True)["loss"])
+    assert two == pytest.approx(one, abs=1e-6) and one != 0.0
 
 
 def rank_one_fails(rank: int, world: int) -> None:

@@ -319,11 +319,19 @@ class GPT2(_Pretrained):
                 position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
                 last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, V); with `last_only` only the last position's (B, 1, V) (all generation needs)."""
-        h = self.transformer(input_ids, attention_mask, position_ids, cache)  # (B, T, C)
+        h = self.hidden_states(input_ids, attention_mask, position_ids, cache)  # (B, T, C)
         if last_only:
             h = h[:, -1:]                                                         # (B, 1, C)
-        weight = self.transformer.wte.weight if self.lm_head is None else self.lm_head.weight
-        return linear(h, weight)                                                  # (B, T, V)
+        return linear(h, self.output_weight())                                    # (B, T, V)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C), before the output layer (GRPO applies it only where it reads)."""
+        return self.transformer(input_ids, attention_mask, position_ids, cache)
+
+    def output_weight(self) -> torch.Tensor:
+        """The output layer's weight (V, C): `wte` when tied, else `lm_head`."""
+        return self.transformer.wte.weight if self.lm_head is None else self.lm_head.weight
 
 
 class GPT2ForSequenceClassification(_Pretrained):

@@ -375,11 +375,19 @@ class Qwen2(_Qwen2Pretrained):
                 position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
                 last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, V); with `last_only` only the last position's (B, 1, V)."""
-        h = self.model(input_ids, attention_mask, position_ids, cache)           # (B, T, C)
+        h = self.hidden_states(input_ids, attention_mask, position_ids, cache)   # (B, T, C)
         if last_only:
             h = h[:, -1:]                                                        # (B, 1, C)
-        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return linear(h, weight)                                                 # (B, T, V)
+        return linear(h, self.output_weight())                                   # (B, T, V)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C), before the output layer (GRPO applies it only where it reads)."""
+        return self.model(input_ids, attention_mask, position_ids, cache)
+
+    def output_weight(self) -> torch.Tensor:
+        """The output layer's weight (V, C): `embed_tokens` when tied, else `lm_head`."""
+        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
 
 class Qwen2ForSequenceClassification(_Qwen2Pretrained):

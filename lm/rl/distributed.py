@@ -76,10 +76,22 @@ def init(rank: int, world: int, device: str | None = None, timeout_s: float = 30
     return Dist(rank, world, dev)
 
 
+def environment() -> tuple[int, int]:
+    """(rank, world) from the launcher's RANK / WORLD_SIZE variables (torchrun, or `spawn`'s
+    workers); a plain `python` run is rank 0 of 1."""
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise ConfigError(f"RANK={os.environ.get('RANK')!r} and WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} "
+                          "must be integers") from None
+    if not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} must be in 0 .. WORLD_SIZE-1 (WORLD_SIZE={world})")
+    return rank, world
+
+
 def init_from_env(device: str | None = None, timeout_s: float = 300.0) -> Dist:
     """`init` from torchrun's RANK / WORLD_SIZE variables (a plain `python` run is rank 0 of 1)."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    return init(rank, world, device, timeout_s)
+    return init(*environment(), device, timeout_s)
 
 
 def shutdown(d: Dist) -> None:

@@ -7,12 +7,13 @@ One step, for B prompts (shared among the ranks) and a group of G completions pe
 2. score each completion with the reward functions (`lm.rl.tasks`: correctness + format);
 3. advantages, per group: A = (r - mean(r_group)) / (std(r_group) + 1e-4) (a group never spans ranks);
 4. under no_grad: the log-probabilities of the completion tokens under the policy as it was
-   ("old") and under the frozen reference model;
+   ("old") and under the frozen reference model, both at the rollout's temperature;
 5. mu times: the loss of `grpo_loss` (its docstring has the formula), backward, gradients
    averaged over the ranks, clipped to norm 0.1, one AdamW step.
 
 The reference model is a frozen copy of the policy made at the start of each outer iteration
-(with the optimizer re-initialised), as the book's DataParallel notebook does. Per step,
+(with the optimizer re-initialised), as the book's DataParallel notebook does; with beta = 0 the
+KL term is off and no copy is made. Per step,
 `metrics.jsonl` gets the mean and std of the reward, each reward's mean, the KL, the fraction of
 clipped tokens, the completion length and tokens/s. Checkpoints hold the policy, the reference,
 the optimizer and the step; prompts and sampling seeds are derived from (seed, step, rank), so a
@@ -20,7 +21,12 @@ resumed run continues exactly as an uninterrupted one.
 
 Where we differ from the book: the policy runs in eval mode (dropout off) so the old, new and
 reference log-probabilities are deterministic; with mu = 1 the "old" log-probabilities are the
-current ones detached (ratio exactly 1, as TRL does) instead of a second identical forward pass.
+current ones detached (ratio exactly 1, as TRL does) instead of a second identical forward pass;
+log-probabilities are taken at the sampling temperature (`lm.rl.objective.token_log_probs`).
+
+`run_grpo` is the whole experiment (starting model, evaluation before, GRPO on 1 or N ranks,
+evaluation after); `run_all.py --only grpo`, `python -m lm.rl.grpo` and `torchrun
+--nproc_per_node=N -m lm.rl.grpo` all run it.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import copy
 import json
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -44,13 +51,14 @@ from lm.inference.generate import generate, left_pad
 from lm.inference.sampling import SamplingConfig
 from lm.models.auto import context_length, load_causal_lm
 from lm.rl import distributed
-from lm.rl.objective import completion_mask, group_advantages, grpo_loss, token_log_probs
 from lm.rl.distributed import Dist, all_reduce_gradients, all_sum, broadcast_parameters, parameters_identical
+from lm.rl.objective import completion_mask, group_advantages, grpo_loss, token_log_probs
 from lm.rl.tasks import REWARDS, Problem, build_prompt, split_problems
-from lm.rl.warmup import WarmupConfig, evaluate_accuracy, sft_warmup
+from lm.rl.warmup import EvalConfig, InstructConfig, WarmupConfig, evaluate, instruction_tune, sft_warmup
 from lm.training.engine import TrainConfig, load_checkpoint, make_optimizer, save_checkpoint
 from lm.tokenizers.hf_json import tokenizer_from_dir
-from lm.utils import MetricsLogger, Progress, atomic_write_json, seed_everything, write_summary
+from lm.utils import (MetricsLogger, Progress, add_config_flags, atomic_write_json, config_from_flags, seed_everything,
+                      write_summary)
 
 CHECKPOINT_NAME = "grpo_checkpoint.pt"
 
@@ -159,7 +167,7 @@ def grpo_update(model: torch.nn.Module, ref_model: torch.nn.Module | None, optim
     chunks = [slice(i, min(i + (cfg.micro_batch or n), n)) for i in range(0, n, cfg.micro_batch or n)]
 
     def log_probs(m: torch.nn.Module, c: slice) -> torch.Tensor:                # (rows of c, K)
-        return token_log_probs(m, roll.input_ids[c], roll.attention_mask[c], k)
+        return token_log_probs(m, roll.input_ids[c], roll.attention_mask[c], k, cfg.temperature)
 
     with torch.no_grad():
         ref_logp = (torch.cat([log_probs(ref_model, c) for c in chunks])
@@ -182,7 +190,8 @@ def grpo_update(model: torch.nn.Module, ref_model: torch.nn.Module | None, optim
         all_reduce_gradients(params, d)
         torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
         optimizer.step()
-        stats = {"loss": total, "kl": kl / max(tokens, 1), "clip_fraction": clipped / max(tokens, 1)}
+        stats = {"loss": all_sum([total], d)[0] / d.world,                    # the mean of the ranks' losses
+                 "kl": kl / max(tokens, 1), "clip_fraction": clipped / max(tokens, 1)}
     return stats
 
 
@@ -194,8 +203,13 @@ def new_reference(model: torch.nn.Module) -> torch.nn.Module:
     return ref
 
 
+def reference_for(model: torch.nn.Module, cfg: GRPOConfig) -> torch.nn.Module | None:
+    """The reference model of a new outer iteration: a frozen copy, or None when beta = 0 (no KL term)."""
+    return new_reference(model) if cfg.beta > 0 else None
+
+
 def train_grpo(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], cfg: GRPOConfig,
-               out_dir: str | Path | None, eos_id: int, d: Dist = Dist(), resume: bool = False,
+               out_dir: str | Path | None, eos_id: int, d: Dist | None = None, resume: bool = False,
                reward_fns: dict[str, Callable[[str, str], float]] | None = None,
                stop_after: int | None = None, desc: str = "grpo") -> dict:
     """Run GRPO on `problems`; every rank calls this with its own `Dist`. Returns the metrics.
@@ -203,6 +217,7 @@ def train_grpo(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], c
     out_dir gets `metrics.jsonl` and `grpo_checkpoint.pt` (rank 0 writes them). `stop_after`
     ends the call after that many steps (for tests of resuming).
     """
+    d = d or Dist(device=next(model.parameters()).device)
     cfg.validate(d.world)
     reward_fns = reward_fns or REWARDS
     model.to(d.device).eval()                                                   # dropout off (see above)
@@ -214,18 +229,19 @@ def train_grpo(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], c
     step, ref, optimizer = 0, None, None
     tcfg = TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     if resume and ckpt is not None and ckpt.is_file():
-        ref, optimizer = new_reference(model), make_optimizer(model, tcfg)
+        ref, optimizer = reference_for(model, cfg), make_optimizer(model, tcfg)
         state = load_checkpoint(ckpt, model, optimizer, restore_rng=False)
         if state["config"] != _jsonable(cfg):
             raise ConfigError(f"cannot resume {ckpt}: it was written with another GRPOConfig")
-        ref.load_state_dict(state["reference"])
+        if ref is not None:
+            ref.load_state_dict(state["reference"])
         step = state["step"]
     end = total if stop_after is None else min(total, step + stop_after)
     history: list[dict] = []
     bar = Progress(total=end - step, desc=desc, unit="step", quiet=None if d.is_main else True)
     while step < end:
         if step % cfg.steps == 0:                                               # a new outer iteration
-            ref, optimizer = new_reference(model), make_optimizer(model, tcfg)
+            ref, optimizer = reference_for(model, cfg), make_optimizer(model, tcfg)
         t0 = time.perf_counter()
         mine = step_problems(problems, cfg, step, d)
         gen = torch.Generator(device=d.device).manual_seed((cfg.seed * 1_000_003 + step) * 1_009 + d.rank)
@@ -258,7 +274,7 @@ def train_grpo(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], c
                 raise RuntimeError(f"ranks hold different parameters at step {step}")
             if d.is_main:
                 save_checkpoint(ckpt, model, optimizer, {"step": step, "config": _jsonable(cfg),
-                                                         "reference": ref.state_dict()})
+                                                         "reference": None if ref is None else ref.state_dict()})
     bar.close()
     return summarise(history, step)
 
@@ -270,8 +286,10 @@ def summarise(history: list[dict], steps: int) -> dict:
     k = max(1, len(history) // 10)
     first, last = history[:k], history[-k:]
     mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)
+    parts = {f"{key}_{when}": mean(rs, key) for key in history[0] if key.startswith("reward_") and key != "reward_std"
+             and key != "reward_mean" for when, rs in (("first", first), ("last", last))}
     return {"steps": steps, "reward_first": mean(first, "reward_mean"), "reward_last": mean(last, "reward_mean"),
-            "kl_last": mean(last, "kl"), "completion_length_last": mean(last, "completion_length"),
+            **parts, "kl_last": mean(last, "kl"), "completion_length_last": mean(last, "completion_length"),
             "tokens_per_s": mean(history, "tokens_per_s")}
 
 
@@ -280,8 +298,11 @@ def _jsonable(cfg: GRPOConfig) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# The whole experiment: evaluate, warm up, evaluate, GRPO (1 or N ranks), evaluate
+# The whole experiment: the starting model, evaluation, GRPO on 1 or N ranks, evaluation
 # --------------------------------------------------------------------------------------------
+
+START_METRICS = "start_metrics.json"       # out_dir/: what was measured before GRPO (kept for --resume)
+
 
 def fitting_problems(problems: Sequence[Problem], tokenizer, config, new_tokens: int) -> tuple[list[Problem], int]:
     """The problems whose prompt plus `new_tokens` fit the model's context, and how many did not.
@@ -302,150 +323,208 @@ def fitting_problems(problems: Sequence[Problem], tokenizer, config, new_tokens:
     return kept, len(problems) - len(kept)
 
 
-def run_grpo(model_folder: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: GRPOConfig,
-             warmup: WarmupConfig | None, eval_problems: int = 30, eval_tokens: int = 128, ranks: int = 1,
-             device: str | None = None, resume: bool = False) -> dict:
-    """The book's pipeline on a data dir's GSM8K: accuracy before SFT, after the SFT warm-up and
-    after GRPO, on held-out problems (`split_problems`), plus the GRPO run's metrics.
+def problem_sets(data_dir: str | Path, tokenizer, config, cfg: GRPOConfig,
+                 evaluation: EvalConfig) -> tuple[list[Problem], list[Problem], int]:
+    """(training problems, held-out problems to evaluate, problems left out as too long): the same
+    on every rank, for every launcher."""
+    train, held_out = split_problems(data_dir)
+    train, skipped = fitting_problems(train, tokenizer, config, cfg.max_new_tokens)
+    held_out, skipped_eval = fitting_problems(held_out, tokenizer, config, evaluation.max_new_tokens)
+    return train, held_out[:evaluation.problems], skipped + skipped_eval
 
-    `model_folder`: a Hugging Face GPT-2 or Qwen2 folder (weights + tokenizer). With `ranks` > 1 the
-    GRPO part runs data-parallel in `ranks` fresh processes (`distributed.spawn`) from the warmed-up
-    model saved in out_dir/sft_model; rank 0 saves the result to out_dir/grpo_model.
+
+def run_grpo(model_folder: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: GRPOConfig,
+             evaluation: EvalConfig | None = None, instruct: InstructConfig | None = None,
+             warmup: WarmupConfig | None = None, ranks: int = 1, device: str | None = None, resume: bool = False,
+             instruct_cache: str | Path | None = None) -> dict:
+    """The book's experiment on a data dir's GSM8K; every launcher runs this one function.
+
+        model_folder -> [instruction tuning] -> evaluate (_before) -> [SFT warm-up -> evaluate (_after_sft)]
+                     -> GRPO (1 or N ranks) -> evaluate (_after)
+
+    `model_folder`: a Hugging Face GPT-2 or Qwen2 folder (weights + tokenizer). `instruct` makes
+    our stand-in for an Instruct model first (`lm.rl.warmup.instruction_tune`; cached in
+    `instruct_cache` when given, so grpo and grpo_ddp tune once); `warmup` is the book's TRL SFT step.
+    Launchers: one process (`ranks` = 1); `ranks` > 1 from a plain process, GRPO then runs in
+    that many fresh processes (`distributed.spawn`); under torchrun (WORLD_SIZE > 1) every process
+    calls this, rank 0 prepares and evaluates, every rank trains. Evaluation is greedy on held-out
+    problems (`split_problems`): accuracy (the book's rule), format_rate, accuracy_any_format.
+    The metrics are complete on rank 0.
     """
+    evaluation = evaluation or EvalConfig()
     out = Path(out_dir)
-    model, tok = load_causal_lm(model_folder, device=device or "cpu"), tokenizer_from_dir(model_folder)
-    eos_id = model.config.eos_token_id
-    train_problems, eval_set = split_problems(data_dir)
-    train_problems, skipped = fitting_problems(train_problems, tok, model.config, max(cfg.max_new_tokens, 1))
-    eval_set, skipped_eval = fitting_problems(eval_set, tok, model.config, eval_tokens)
-    eval_set = eval_set[:eval_problems]
-    metrics: dict = {"eval_problems": len(eval_set), "train_problems": len(train_problems), "ranks": ranks,
-                     "problems_too_long": skipped + skipped_eval}
-    sft_folder = out / "sft_model"
-    if resume and (sft_folder / "config.json").is_file():                   # warmed up before the stop
-        model = load_causal_lm(sft_folder, device=device or "cpu")
-    else:
-        metrics["accuracy_before"] = evaluate_accuracy(model, tok, eval_set, eval_tokens, eos_id)[0]
-        if warmup is not None:
-            metrics.update(sft_warmup(model, tok, train_problems, warmup, eos_id, out / "sft", cfg.seed, device))
-        if ranks > 1:
-            model.save_pretrained(sft_folder)
-    metrics["accuracy_after_sft"] = evaluate_accuracy(model, tok, eval_set, eval_tokens, eos_id)[0]
-    if ranks == 1:
-        metrics.update(train_grpo(model, tok, train_problems, cfg, out / "grpo", eos_id,
-                                  Dist(device=next(model.parameters()).device), resume=resume))
-    else:
-        distributed.spawn(_rank_main, ranks, str(sft_folder), str(model_folder), str(data_dir), cfg,
-                          str(out / "grpo"), device, resume)
+    rank, world = distributed.environment()
+    d = distributed.init(rank, world, device, timeout_s=3600) if world > 1 else None   # rank 0 prepares meanwhile
+    main = d is None or d.is_main
+    tok = tokenizer_from_dir(model_folder)
+    metrics: dict = {"ranks": world if d is not None else ranks}
+    if main:
+        model, start_metrics = prepare_start(model_folder, tok, data_dir, out, cfg, evaluation, instruct, warmup,
+                                             device, resume, instruct_cache)
+        metrics.update(start_metrics)
+    if d is not None:                                              # torchrun: this process is one rank
+        distributed.barrier(d)
+        model, trained = _train_rank(d, out / "start_model", model_folder, data_dir, cfg, evaluation, out, resume)
+        metrics.update(trained)
+    elif ranks > 1:
+        distributed.spawn(_rank_main, ranks, str(model_folder), str(data_dir), cfg, evaluation, str(out), device,
+                          resume)
         model = load_causal_lm(out / "grpo_model", device=device or "cpu")
         metrics.update(json.loads((out / "grpo" / "grpo_metrics.json").read_text(encoding="utf-8")))
-    accuracy_after, texts = evaluate_accuracy(model, tok, eval_set, eval_tokens, eos_id)
-    metrics["accuracy_after"] = accuracy_after
-    metrics["samples"] = [{"question": p.question, "answer": p.answer, "completion": t}
-                          for p, t in list(zip(eval_set, texts))[:3]]
+    else:
+        train_problems, _, _ = problem_sets(data_dir, tok, model.config, cfg, evaluation)
+        metrics.update(train_grpo(model, tok, train_problems, cfg, out / "grpo", model.config.eos_token_id,
+                                  resume=resume))
+    if main:
+        _, eval_set, _ = problem_sets(data_dir, tok, model.config, cfg, evaluation)
+        after, texts = evaluate(model, tok, eval_set, evaluation.max_new_tokens, model.config.eos_token_id)
+        metrics.update({f"{k}_after": v for k, v in after.items()})
+        metrics["what_changed"] = what_grpo_changed(metrics)
+        metrics["samples"] = [{"question": p.question, "answer": p.answer, "completion": t}
+                              for p, t in list(zip(eval_set, texts))[:3]]
+    if d is not None:
+        if d.is_main:
+            model.save_pretrained(out / "grpo_model")
+        distributed.shutdown(d)
     return metrics
 
 
-def _rank_main(rank: int, world: int, model_folder: str, tokenizer_folder: str, data_dir: str, cfg: GRPOConfig,
-               out: str, device: str | None, resume: bool) -> None:
-    """One rank of a data-parallel GRPO run (started by `distributed.spawn` or by torchrun)."""
-    d = distributed.init(rank, world, device)
+def prepare_start(model_folder: str | Path, tok, data_dir: str | Path, out: Path, cfg: GRPOConfig,
+                  evaluation: EvalConfig, instruct: InstructConfig | None, warmup: WarmupConfig | None,
+                  device: str | None, resume: bool, instruct_cache: str | Path | None) -> tuple[torch.nn.Module, dict]:
+    """The model GRPO starts from, saved to out/start_model, and what was measured on the way."""
+    start, saved = out / "start_model", out / START_METRICS
+    if resume and (start / "config.json").is_file() and saved.is_file():   # prepared before the stop
+        return load_causal_lm(start, device=device or "cpu"), json.loads(saved.read_text(encoding="utf-8"))
+    model = load_causal_lm(model_folder, device=device or "cpu")
+    eos_id = model.config.eos_token_id
+    train_problems, eval_set, skipped = problem_sets(data_dir, tok, model.config, cfg, evaluation)
+    metrics: dict = {"eval_problems": len(eval_set), "train_problems": len(train_problems),
+                     "problems_too_long": skipped}
+    if instruct is not None:
+        cache = Path(instruct_cache) if instruct_cache is not None else None
+        if cache is not None and (cache / "instruct.json").is_file():
+            model = load_causal_lm(cache, device=device or "cpu")
+            metrics.update(json.loads((cache / "instruct.json").read_text(encoding="utf-8")))
+        else:
+            metrics.update(instruction_tune(model, tok, train_problems, instruct, eos_id, out / "instruct", cfg.seed,
+                                            device))
+            if cache is not None:
+                _save_model(model, cache, {"instruct.json": metrics})
+    before, _ = evaluate(model, tok, eval_set, evaluation.max_new_tokens, eos_id)
+    metrics.update({f"{k}_before": v for k, v in before.items()})
+    if warmup is not None:
+        metrics.update(sft_warmup(model, tok, train_problems, warmup, eos_id, out / "sft", cfg.seed, device))
+        after_sft, _ = evaluate(model, tok, eval_set, evaluation.max_new_tokens, eos_id)
+        metrics.update({f"{k}_after_sft": v for k, v in after_sft.items()})
+    _save_model(model, start)
+    atomic_write_json(saved, metrics)
+    return model, metrics
+
+
+def _save_model(model: torch.nn.Module, folder: Path, extra: dict | None = None) -> None:
+    """save_pretrained into a fresh folder, renamed into place only when complete."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    for name, obj in (extra or {}).items():
+        atomic_write_json(partial / name, obj)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+
+
+def _train_rank(d: Dist, start: Path, tokenizer_folder: str | Path, data_dir: str | Path, cfg: GRPOConfig,
+                evaluation: EvalConfig, out: Path, resume: bool) -> tuple[torch.nn.Module, dict]:
+    """One rank's GRPO from the saved starting model (spawned workers and torchrun processes alike)."""
     if d.device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))         # the ranks share the cores
-    model, tok = load_causal_lm(model_folder, device=d.device), tokenizer_from_dir(tokenizer_folder)
-    train_problems, _ = fitting_problems(split_problems(data_dir)[0], tok, model.config, cfg.max_new_tokens)
-    metrics = train_grpo(model, tok, train_problems, cfg, out, model.config.eos_token_id, d, resume=resume,
-                         desc=f"grpo rank {rank}")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))    # the ranks share the cores
+    model, tok = load_causal_lm(start, device=d.device), tokenizer_from_dir(tokenizer_folder)
+    train_problems, _, _ = problem_sets(data_dir, tok, model.config, cfg, evaluation)
+    metrics = train_grpo(model, tok, train_problems, cfg, out / "grpo", model.config.eos_token_id, d, resume=resume,
+                         desc=f"grpo rank {d.rank}")
+    return model, metrics
+
+
+def _rank_main(rank: int, world: int, tokenizer_folder: str, data_dir: str, cfg: GRPOConfig, evaluation: EvalConfig,
+               out: str, device: str | None, resume: bool) -> None:
+    """A worker started by `distributed.spawn`: one rank's GRPO; rank 0 saves the model and metrics."""
+    d = distributed.init(rank, world, device)
+    model, metrics = _train_rank(d, Path(out) / "start_model", tokenizer_folder, data_dir, cfg, evaluation, Path(out),
+                                 resume)
     if d.is_main:
-        model.save_pretrained(Path(out).parent / "grpo_model")
-        atomic_write_json(Path(out) / "grpo_metrics.json", metrics)
+        model.save_pretrained(Path(out) / "grpo_model")
+        atomic_write_json(Path(out) / "grpo" / "grpo_metrics.json", metrics)
     distributed.shutdown(d)
 
 
+def what_grpo_changed(m: dict) -> str:
+    """One sentence on what GRPO changed in a run, from its before/after metrics."""
+    pct = lambda x: f"{100 * x:.1f} %"
+    start = "after_sft" if "accuracy_after_sft" in m else "before"
+    acc0, acc1 = m.get(f"accuracy_{start}"), m.get("accuracy_after")
+    fmt0, fmt1 = m.get(f"format_rate_{start}"), m.get("format_rate_after")
+    any0, any1 = m.get(f"accuracy_any_format_{start}"), m.get("accuracy_any_format_after")
+    if None in (acc0, acc1, fmt0, fmt1, any0, any1):
+        return ""
+    gain, fmt_gain, solve_gain = acc1 - acc0, fmt1 - fmt0, any1 - any0
+    if abs(gain) < 0.02:
+        why = "accuracy did not move"
+    elif fmt_gain > solve_gain:
+        why = "the gain is mostly the format: the model answers in the tags it rarely used"
+    else:
+        why = "the gain is mostly in solving: the model gets more answers right whatever the format"
+    return (f"GRPO took accuracy (the book's rule) from {pct(acc0)} to {pct(acc1)}; tagged answers went from "
+            f"{pct(fmt0)} to {pct(fmt1)} and answers right whatever the format from {pct(any0)} to {pct(any1)}, "
+            f"so {why}.")
+
+
+# --------------------------------------------------------------------------------------------
+# The command line (python -m lm.rl.grpo, torchrun --nproc_per_node=N -m lm.rl.grpo)
+# --------------------------------------------------------------------------------------------
+
 def build_parser() -> argparse.ArgumentParser:
-    c, w = GRPOConfig(), WarmupConfig()
+    """Flags for the files and the phases, then every field of GRPOConfig, EvalConfig (--eval-*),
+    InstructConfig (--instruct-*) and WarmupConfig (--warmup-*), with their defaults and comments."""
     p = argparse.ArgumentParser(prog="python -m lm.rl.grpo",
-                                description="GRPO on a data dir's GSM8K: SFT warm-up, then GRPO; accuracy before and "
-                                            "after. Data parallel: torchrun --nproc_per_node=N -m lm.rl.grpo ...")
-    p.add_argument("--model", required=True, help="a Hugging Face GPT-2 or Qwen2 folder (weights and tokenizer)")
+                                description="GRPO on a data dir's GSM8K, with accuracy before and after, as the book's "
+                                            "GRPO programs. Data parallel: torchrun --nproc_per_node=N -m lm.rl.grpo "
+                                            "... or --ranks N.")
+    p.add_argument("--model", required=True, help="a Hugging Face GPT-2 or Qwen2 folder (weights and tokenizer), "
+                                                  "or a hub name to download when online")
     p.add_argument("--data-dir", required=True, help="a data dir with gsm8k/train.jsonl (and gsm8k/test.jsonl)")
     p.add_argument("--out", required=True, help="output folder (metrics.jsonl, checkpoints, models, summary.json)")
-    p.add_argument("--prompts-per-step", type=int, default=c.prompts_per_step, help="B: prompts per step, all ranks")
-    p.add_argument("--group-size", type=int, default=c.group_size, help="G: completions per prompt")
-    p.add_argument("--max-new-tokens", type=int, default=c.max_new_tokens, help="completion length cap")
-    p.add_argument("--temperature", type=float, default=c.temperature, help="rollout sampling temperature")
-    p.add_argument("--beta", type=float, default=c.beta, help="KL weight")
-    p.add_argument("--epsilon", type=float, default=c.epsilon, help="ratio clip range")
-    p.add_argument("--mu", type=int, default=c.mu, help="optimizer updates per rollout")
-    p.add_argument("--iterations", type=int, default=c.iterations, help="outer iterations (reference re-copied)")
-    p.add_argument("--steps", type=int, default=c.steps, help="steps per iteration")
-    p.add_argument("--lr", type=float, default=c.lr, help="AdamW learning rate")
-    p.add_argument("--micro-batch", type=int, default=c.micro_batch,
-                   help="rows per forward/backward in an update (0: all at once); the same update in less memory")
-    p.add_argument("--checkpoint-interval", type=int, default=50, help="steps between checkpoints")
-    p.add_argument("--warmup-examples", type=int, default=w.examples, help="SFT warm-up problems (0: no warm-up)")
-    p.add_argument("--warmup-epochs", type=float, default=w.epochs, help="SFT warm-up passes")
-    p.add_argument("--warmup-lr", type=float, default=w.lr, help="SFT warm-up learning rate")
-    p.add_argument("--eval-problems", type=int, default=30, help="held-out problems to evaluate (the book: 30)")
-    p.add_argument("--eval-tokens", type=int, default=256, help="new tokens per evaluation answer")
-    p.add_argument("--resume", action="store_true", help="continue from OUT's warm-up model and GRPO checkpoint")
+    p.add_argument("--instruct", action="store_true",
+                   help="first instruction-tune the model on the training problems (our stand-in for an Instruct "
+                        "model, lm.rl.warmup.instruction_tune); for a base model such as the run's small GPT-2")
+    p.add_argument("--sft-warmup", action="store_true",
+                   help="the book's TRL notebook: SFT on worked solutions in the tags before GRPO (accuracy_after_sft)")
+    p.add_argument("--ranks", type=int, default=1, help="GRPO processes to start here (under torchrun: ignored)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's starting model and GRPO checkpoint")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    add_config_flags(p, GRPOConfig)
+    add_config_flags(p, EvalConfig, "eval_")
+    add_config_flags(p, InstructConfig, "instruct_")
+    add_config_flags(p, WarmupConfig, "warmup_")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Single process, or one rank of `torchrun --nproc_per_node=N -m lm.rl.grpo ...`."""
+    """One process, `--ranks N` processes, or one rank of `torchrun --nproc_per_node=N -m lm.rl.grpo ...`."""
     a = build_parser().parse_args(argv)
-    cfg = GRPOConfig(prompts_per_step=a.prompts_per_step, group_size=a.group_size, max_new_tokens=a.max_new_tokens,
-                     temperature=a.temperature, beta=a.beta, epsilon=a.epsilon, mu=a.mu, iterations=a.iterations,
-                     steps=a.steps, lr=a.lr, micro_batch=a.micro_batch, checkpoint_interval=a.checkpoint_interval,
-                     seed=a.seed)
-    warmup = (WarmupConfig(examples=a.warmup_examples, epochs=a.warmup_epochs, lr=a.warmup_lr)
-              if a.warmup_examples else None)
-    world = int(os.environ.get("WORLD_SIZE", 1))
     try:
-        model_folder = model_folder_of(a.model)
-        seed_everything(a.seed)
-        if world == 1:
-            metrics = run_grpo(model_folder, a.data_dir, a.out, cfg, warmup, a.eval_problems, a.eval_tokens,
-                               device=a.device, resume=a.resume)
-            write_summary(a.out, metrics)
-            print(f"accuracy: before {metrics['accuracy_before']:.3f}, after SFT {metrics['accuracy_after_sft']:.3f}, "
-                  f"after GRPO {metrics['accuracy_after']:.3f}; reward {metrics['reward_first']:.3f} -> "
-                  f"{metrics['reward_last']:.3f}")
-            return 0
-        return _torchrun_main(a, cfg, warmup, model_folder, world)
+        cfg = config_from_flags(GRPOConfig, a)
+        seed_everything(cfg.seed)
+        metrics = run_grpo(model_folder_of(a.model), a.data_dir, a.out, cfg, config_from_flags(EvalConfig, a, "eval_"),
+                           config_from_flags(InstructConfig, a, "instruct_") if a.instruct else None,
+                           config_from_flags(WarmupConfig, a, "warmup_") if a.sft_warmup else None,
+                           ranks=a.ranks, device=a.device, resume=a.resume)
     except LMError as e:
         print(f"lm.rl.grpo: error: {e}", file=sys.stderr)
         return 2
-
-
-def _torchrun_main(a: argparse.Namespace, cfg: GRPOConfig, warmup: WarmupConfig | None, model_folder: Path,
-                   world: int) -> int:
-    """Under torchrun: rank 0 warms up and saves the model; every rank runs GRPO; rank 0 evaluates."""
-    rank, out = int(os.environ["RANK"]), Path(a.out)
-    d = distributed.init(rank, world, a.device, timeout_s=3600)               # rank 0's warm-up takes a while
-    sft_folder, tok = out / "sft_model", tokenizer_from_dir(model_folder)
-    train_problems, eval_set = split_problems(a.data_dir)
-    eval_set = eval_set[:a.eval_problems]
-    if d.is_main and not (a.resume and (sft_folder / "config.json").is_file()):
-        model = load_causal_lm(model_folder, device=d.device)
-        if warmup is not None:
-            sft_warmup(model, tok, train_problems, warmup, model.config.eos_token_id, out / "sft", a.seed, a.device)
-        model.save_pretrained(sft_folder)
-    distributed.barrier(d)
-    model = load_causal_lm(sft_folder, device=d.device)
-    metrics = train_grpo(model, tok, train_problems, cfg, out / "grpo", model.config.eos_token_id, d,
-                         resume=a.resume, desc=f"grpo rank {rank}")
-    if d.is_main:
-        model.save_pretrained(out / "grpo_model")
-        metrics["accuracy_after"] = evaluate_accuracy(model, tok, eval_set, a.eval_tokens,
-                                                      model.config.eos_token_id)[0]
-        write_summary(out, metrics)
-        print(f"accuracy after GRPO {metrics['accuracy_after']:.3f}; reward {metrics['reward_first']:.3f} -> "
-              f"{metrics['reward_last']:.3f}")
-    distributed.shutdown(d)
+    if distributed.environment()[0] == 0:
+        write_summary(a.out, metrics)
+        print(f"accuracy {metrics['accuracy_before']:.3f} -> {metrics['accuracy_after']:.3f}; reward "
+              f"{metrics['reward_first']:.3f} -> {metrics['reward_last']:.3f}\n{metrics['what_changed']}")
     return 0
 
 

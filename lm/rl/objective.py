@@ -1,16 +1,25 @@
 """The mathematics of one GRPO update, each piece a plain function of tensors (book, GRPO programs).
 
     completion_mask   which completion tokens count: up to and including the first EOS
-    token_log_probs   log p(token | tokens before it) for the completion tokens, one forward pass
-    group_advantages  (r - mean of the group) / (std of the group + 1e-4)
+    token_log_probs   log p_T(token | tokens before it) for the completion tokens, where p_T is the
+                      distribution the rollout sampled from: softmax(logits / temperature)
+    group_advantages  (r - mean of the group) / (std of the group + 1e-4); equal rewards give 0
     grpo_loss         the clipped surrogate minus beta times the k3 KL, averaged per sequence
 
 `lm/rl/grpo.py` runs them in its loop; tests/test_grpo.py checks the loss against a token-by-token
-transcription of the formula.
+transcription of the formula, and the fast log-probabilities against `token_log_probs_reference`.
+
+Where we differ from the book: the book's `compute_log_probs` takes log_softmax of the raw logits,
+although it samples at temperature 1.0 only; we divide the logits by the rollout's temperature, as
+TRL's GRPOTrainer does, so the policy in the ratio and the KL is the one that sampled.
 """
 from __future__ import annotations
 
 import torch
+
+from lm.models.fast_linear import linear
+
+CHUNK_ELEMENTS = 2 ** 24           # logits materialised at once by `chosen_log_probs` (64 MB in float32)
 
 
 def completion_mask(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -24,22 +33,99 @@ def completion_mask(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (seen_before == 0).long()
 
 
-def token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    k: int) -> torch.Tensor:
-    """log p(token_t | tokens before t) of the last k tokens of every row. (N, T + k) -> (N, k)."""
-    logits = model(input_ids, attention_mask=attention_mask)[:, -k - 1:-1].float()   # (N, k, V)
-    return logits.log_softmax(-1).gather(-1, input_ids[:, -k:, None]).squeeze(-1)    # (N, k)
+# --------------------------------------------------------------------------------------------
+# Log-probabilities of the chosen tokens
+# --------------------------------------------------------------------------------------------
 
+def token_log_probs_reference(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              k: int, temperature: float = 1.0) -> torch.Tensor:
+    """The book's formulation: every position's logits, log_softmax over the vocabulary, gather.
+    (N, T + k) -> (N, k). Kept as the oracle for `token_log_probs`; it holds (N, k, V) floats."""
+    logits = model(input_ids, attention_mask=attention_mask)[:, -k - 1:-1].float() / temperature  # (N, k, V)
+    return logits.log_softmax(-1).gather(-1, input_ids[:, -k:, None]).squeeze(-1)                # (N, k)
+
+
+def token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    k: int, temperature: float = 1.0) -> torch.Tensor:
+    """log p_T(token_t | tokens before t) of the last k tokens of every row. (N, T + k) -> (N, k).
+
+    The output layer runs only at the k positions that predict completion tokens, and
+    `chosen_log_probs` never holds more than CHUNK_ELEMENTS logits (nor keeps any for backward).
+    Models without `hidden_states` / `output_weight` take the reference path.
+    """
+    if not (hasattr(model, "hidden_states") and hasattr(model, "output_weight")):
+        return token_log_probs_reference(model, input_ids, attention_mask, k, temperature)
+    h = model.hidden_states(input_ids, attention_mask)[:, -k - 1:-1]                   # (N, k, C)
+    N, _, C = h.shape
+    logp = chosen_log_probs(h.reshape(N * k, C), model.output_weight(), input_ids[:, -k:].reshape(-1),
+                            1.0 / temperature)                                          # (N k,)
+    return logp.view(N, k)                                                             # (N, k)
+
+
+def chosen_log_probs(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
+                     chunk_elements: int | None = None) -> torch.Tensor:
+    """log_softmax(scale * h @ weight.T)[i, targets[i]] for every row i, in float32. h (M, C),
+    weight (V, C), targets (M,) -> (M,).
+
+    Equal to the plain formula (tested to 1e-6, gradients too), but the (M, V) logits exist one
+    chunk of rows at a time: the forward keeps only each row's log-sum-exp, and the backward
+    recomputes a chunk's logits to get softmax - one_hot. For Qwen2.5-0.5B at the book's shapes
+    (64 x 500 completion tokens, V = 151,936) the plain formula holds 19 GB of float32 logits and
+    as much again for their log-softmax; this holds 64 MB.
+    """
+    rows = max(1, (chunk_elements or CHUNK_ELEMENTS) // weight.shape[0])             # rows of logits at a time
+    return _ChosenLogProb.apply(h, weight, targets, scale, rows)
+
+
+class _ChosenLogProb(torch.autograd.Function):
+    """d/dz [z_y - logsumexp(z)] = one_hot(y) - softmax(z), with z = scale * h @ W.T."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, scale, rows):
+        M = h.shape[0]
+        lse = torch.empty(M, dtype=torch.float32, device=h.device)                     # (M,)
+        chosen = torch.empty(M, dtype=torch.float32, device=h.device)                  # (M,)
+        for s in range(0, M, rows):
+            z = linear(h[s:s + rows], weight).float() * scale                          # (m, V)
+            lse[s:s + rows] = z.logsumexp(-1)
+            chosen[s:s + rows] = z.gather(-1, targets[s:s + rows, None]).squeeze(-1)
+        ctx.save_for_backward(h, weight, targets, lse)
+        ctx.scale, ctx.rows = scale, rows
+        return chosen - lse                                                            # (M,)
+
+    @staticmethod
+    def backward(ctx, grad):                                                           # grad (M,)
+        h, weight, targets, lse = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(h) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        for s in range(0, h.shape[0], ctx.rows):
+            hs, g = h[s:s + ctx.rows], grad[s:s + ctx.rows].float()                    # (m, C), (m,)
+            p = (linear(hs, weight).float() * ctx.scale - lse[s:s + ctx.rows, None]).exp()  # (m, V) softmax
+            dz = (-g[:, None] * p).scatter_add_(1, targets[s:s + ctx.rows, None], g[:, None]) * ctx.scale
+            if need_h:
+                grad_h[s:s + ctx.rows] = (dz @ weight.float()).to(h.dtype)             # (m, C)
+            if need_w:
+                grad_w += dz.T @ hs.float()                                            # (V, C)
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
+
+
+# --------------------------------------------------------------------------------------------
+# Advantages and the loss
+# --------------------------------------------------------------------------------------------
 
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """(r - mean of its group) / (std of its group + 1e-4), std unbiased as torch's default.
 
-    A group whose completions all got the same reward gives advantages 0 (not NaN).
+    A group whose completions all got the same reward carries no signal: its advantages are
+    exactly 0 (in float32, 2.8 - mean([2.8] * 8) is not 0, so equal groups are set to 0 by rule).
     >>> group_advantages(torch.tensor([1.0, 3.0, 2.0, 2.0]), 2).tolist()
     [-0.70705..., 0.70705..., 0.0, 0.0]
     """
     r = rewards.view(-1, group_size)                                            # (B, G)
-    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1)
+    adv = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)      # (B, G)
+    equal = (r == r[:, :1]).all(1, keepdim=True)                                # (B, 1)
+    return adv.masked_fill(equal, 0.0).view(-1)
 
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor,
@@ -51,7 +137,9 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
         kl_t        = exp(ref_t - logp_t) - (ref_t - logp_t) - 1        (the k3 estimator, >= 0)
         loss        = - mean over sequences of  sum_t mask_t (surrogate_t - beta kl_t) / sum_t mask_t
 
-    Returns the loss and {"kl", "clip_fraction"} (token means over the masked tokens).
+    Each sequence's tokens are averaged first, then the sequences (TRL's loss_type="grpo"), so a
+    short completion weighs as much as a long one. Returns the loss and {"kl", "clip_fraction"}
+    (token means over the masked tokens).
     """
     mask = mask.to(logp.dtype)
     A = advantages[:, None]                                                     # (N, 1)

@@ -163,6 +163,29 @@ def is_correct(completion: str, gold: str) -> bool:
     return a is not None and g is not None and a == g
 
 
+def has_answer_tags(completion: str) -> bool:
+    """The completion holds both answer tags (`<answer>` and `</answer>`): the format GRPO rewards."""
+    return "<answer>" in completion and "</answer>" in completion
+
+
+def last_number(text: str) -> float | None:
+    """The last number anywhere in `text` (commas and '$' removed), or None.
+
+    >>> last_number("3 * 4 = 12 coins.\\n#### 12"), last_number("<answer>\\n1,200\\n</answer>"), last_number("none")
+    (12.0, 1200.0, None)
+    """
+    found = _NUMBER.findall(text.replace(",", "").replace("$", ""))
+    return float(found[-1]) if found else None
+
+
+def is_correct_any_format(completion: str, gold: str) -> bool:
+    """Right whatever the format: the last number of the completion equals the gold answer's.
+
+    Not the book's rule (which needs the answer tags); it separates "can solve" from "uses the format"."""
+    a, g = last_number(completion), last_number(gold)
+    return a is not None and a == g
+
+
 def accuracy(completions: Sequence[str], golds: Sequence[str]) -> float:
     """Fraction of completions that `is_correct` judges right."""
     return sum(is_correct(c, g) for c, g in zip(completions, golds)) / max(len(golds), 1)

@@ -1,11 +1,22 @@
-"""Before and around GRPO: the SFT warm-up on formatted solutions, and accuracy by greedy decoding.
+"""Before and around GRPO: the model GRPO starts from, the optional SFT warm-up, and evaluation.
 
-The book's 0.5B notebook first fine-tunes the model on worked solutions in the answer format
-(`<reasoning>...</reasoning><answer>...</answer>`), so that the format, and some answers, are
-there for GRPO's rewards to find; then it measures accuracy on held-out problems before SFT,
-after SFT and after GRPO. Both go through shared pieces: the warm-up is supervised fine-tuning
-(`lm.finetune.sft`) on the one engine, and evaluation is greedy decoding through the one
-generation path, judged by the book's rule (`lm.rl.tasks.is_correct`).
+The book's from-scratch GRPO run starts from Qwen2.5-1.5B-Instruct: a model that can already do
+the arithmetic of most problems, but at first rarely wraps its answer in the `<answer>` tags the
+book's rule needs (23 % right before GRPO, 90 % after). Most of GRPO's gain is the format.
+
+Our stand-in (`instruction_tune`) makes that starting point from the small chapter 5 base: it is
+fine-tuned on the training problems as instruction data, where
+- with the book's system prompt the answer comes in GSM8K's own style ("... = 42 coins.\\n#### 42")
+  nine times in ten, and in the tags only one time in ten (the format is known, rarely used);
+- with the same request in other words (`TAGS_IN_WORDS`) the answer always comes in the tags, so
+  the model can fill the format well once it chooses it.
+So it solves most held-out problems, but its greedy answers to the book's prompt are untagged, and
+a few of its sampled answers are tagged: what GRPO's rewards need to find.
+
+The book's TRL notebook instead warms the model up with SFT on worked solutions in the tags
+(`sft_warmup`); it stays available. Evaluation is greedy decoding through the one generation path,
+judged by the book's rule (`lm.rl.tasks.is_correct`), with the format rate and the accuracy
+whatever the format beside it.
 
 Where we differ: the book's warm-up text is a chain of thought written by another model
 (`cot.tar.gz`, not available offline); ours is the problem's own worked solution
@@ -13,6 +24,8 @@ Where we differ: the book's warm-up text is a chain of thought written by anothe
 """
 from __future__ import annotations
 
+import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,8 +34,24 @@ import torch
 
 from lm.finetune.sft import SFTExamples
 from lm.inference.generate import generate
-from lm.rl.tasks import Problem, accuracy, build_prompt, format_completion
+from lm.models.auto import context_length
+from lm.rl.tasks import (Problem, build_prompt, format_completion, has_answer_tags, is_correct,
+                         is_correct_any_format)
 from lm.training.engine import TrainConfig, train
+
+# The book's request for the tags, in other words: in the instruction data this prompt is always
+# answered in the tags (the book's own prompt mostly is not).
+TAGS_IN_WORDS = "Show your working between <reasoning> and </reasoning>, then give the number between <answer> and </answer>."
+
+
+@dataclass
+class InstructConfig:
+    format_rate: float = 0.1       # share of book-prompt examples answered in the tags (the rest: "#### n")
+    reworded_share: float = 0.4    # share of problems asked with TAGS_IN_WORDS instead (always tagged)
+    epochs: float = 5.0            # passes over the training problems
+    batch_size: int = 16           # examples per step
+    lr: float = 2e-3               # peak learning rate (for our small model)
+    warmup_steps: int = 10         # linear warm-up steps
 
 
 @dataclass
@@ -35,6 +64,51 @@ class WarmupConfig:
     train_on_prompt: bool = True   # the book's labels = input_ids: the prompt is trained on too
 
 
+@dataclass
+class EvalConfig:
+    problems: int = 30             # held-out problems (the book: 30)
+    max_new_tokens: int = 512      # new tokens per greedy answer (the book: 512)
+
+
+# --------------------------------------------------------------------------------------------
+# The starting model: instruction-tuned, rarely in the format
+# --------------------------------------------------------------------------------------------
+
+def gsm8k_style(problem: Problem) -> str:
+    """The worked solution without calculator notes, then "#### answer" (GSM8K's own layout)."""
+    return re.sub(r"<<[^>]*>>", "", problem.solution) + f"\n#### {problem.answer}"
+
+
+def instruct_pairs(problems: Sequence[Problem], cfg: InstructConfig, seed: int = 0) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs of the instruction data, one per problem (see the module docstring)."""
+    r = random.Random(seed)
+    pairs = []
+    for p in problems:
+        if r.random() < cfg.reworded_share:
+            pairs.append((build_prompt(p.question, TAGS_IN_WORDS), "\n" + format_completion(p)))
+        else:
+            tagged = r.random() < cfg.format_rate
+            pairs.append((build_prompt(p.question), "\n" + (format_completion(p) if tagged else gsm8k_style(p))))
+    return pairs
+
+
+def instruction_tune(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], cfg: InstructConfig,
+                     eos_id: int, out_dir: str | Path | None, seed: int = 0, device: str | None = None) -> dict:
+    """Fine-tune `model` in place on `instruct_pairs(problems)` (loss on the answers only)."""
+    examples = SFTExamples(instruct_pairs(problems, cfg, seed), tokenizer, eos_id,
+                           context=context_length(model.config))
+    tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, warmup_steps=cfg.warmup_steps,
+                       weight_decay=0.0, device=device, seed=seed)
+    metrics = train(model, examples, None, tcfg, out_dir, desc="instruction tuning")
+    model.eval()
+    return {"instruct_examples": len(examples), "instruct_steps": metrics["steps"],
+            "instruct_loss": metrics["train_loss"], "instruct_seconds": metrics["seconds"]}
+
+
+# --------------------------------------------------------------------------------------------
+# The book's SFT warm-up (TRL notebook): worked solutions in the tags
+# --------------------------------------------------------------------------------------------
+
 def warmup_pairs(problems: Sequence[Problem]) -> list[tuple[str, str]]:
     """(prompt, completion) pairs in the book's SFT text layout: prompt + "\\n" + formatted solution."""
     return [(build_prompt(p.question), "\n" + format_completion(p)) for p in problems]
@@ -44,8 +118,7 @@ def sft_warmup(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], c
                out_dir: str | Path | None, seed: int = 0, device: str | None = None) -> dict:
     """Fine-tune `model` in place on the first `cfg.examples` problems' formatted solutions (+ EOS)."""
     chosen = list(problems[:cfg.examples] if cfg.examples is not None else problems)
-    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
-    examples = SFTExamples(warmup_pairs(chosen), tokenizer, eos_id, context=context,
+    examples = SFTExamples(warmup_pairs(chosen), tokenizer, eos_id, context=context_length(model.config),
                            train_on_prompt=cfg.train_on_prompt)
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, warmup_steps=cfg.warmup_steps,
                        weight_decay=0.0, device=device, seed=seed)
@@ -54,6 +127,10 @@ def sft_warmup(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], c
     return {"warmup_examples": len(examples), "warmup_steps": metrics["steps"],
             "warmup_loss": metrics["train_loss"], "warmup_seconds": metrics["seconds"]}
 
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def greedy_completions(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], max_new_tokens: int,
@@ -73,8 +150,12 @@ def greedy_completions(model: torch.nn.Module, tokenizer, problems: Sequence[Pro
     return texts
 
 
-def evaluate_accuracy(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], max_new_tokens: int,
-                      eos_id: int) -> tuple[float, list[str]]:
-    """The book's correctness rule over greedy completions: (accuracy, completions)."""
+def evaluate(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], max_new_tokens: int,
+             eos_id: int) -> tuple[dict, list[str]]:
+    """Greedy answers to held-out problems: ({"accuracy" (the book's rule), "format_rate" (both
+    answer tags present), "accuracy_any_format" (the last number, tags ignored)}, completions)."""
     texts = greedy_completions(model, tokenizer, problems, max_new_tokens, eos_id)
-    return accuracy(texts, [p.answer for p in problems]), texts
+    n, golds = max(len(problems), 1), [p.answer for p in problems]
+    return {"accuracy": sum(map(is_correct, texts, golds)) / n,
+            "format_rate": sum(map(has_answer_tags, texts)) / n,
+            "accuracy_any_format": sum(map(is_correct_any_format, texts, golds)) / n}, texts
