@@ -2,6 +2,7 @@
 masking after EOS, data parallel == single process, a failing rank, exact resume."""
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -447,3 +448,119 @@ def test_problems_whose_prompt_does_not_fit_are_left_out_with_a_warning(tok):
     assert fitting_problems([PROBLEMS[0]], tok, cfg, 10) == ([PROBLEMS[0]], 0)
     with pytest.raises(ConfigError, match="no problem's prompt fits"):
         fitting_problems([long], tok, cfg, 10)
+
+
+# ---- beta = 0, memory, one pipeline ------------------------------------------------------------
+
+def test_beta_zero_makes_no_reference_copy(tok, tmp_path, monkeypatch):
+    import lm.rl.grpo as grpo
+
+    def no_copy(model):
+        raise AssertionError("a reference copy was made with beta = 0")
+    monkeypatch.setattr(grpo, "new_reference", no_copy)
+    cfg = GRPOConfig(prompts_per_step=2, group_size=2, max_new_tokens=4, steps=2, beta=0.0, checkpoint_interval=1)
+    m = train_grpo(tiny_policy(tok), tok, PROBLEMS, cfg, tmp_path, tok.eot_id)
+    assert m["steps"] == 2 and m["kl_last"] == 0.0
+
+
+def test_the_chunked_update_equals_the_reference_update(monkeypatch):
+    """One mu = 2 update with log-probs in chunks of 2 rows of logits vs the book's full log_softmax."""
+    import lm.rl.grpo as grpo
+    roll, rewards = fixed_rollout(37)
+    after = {}
+    for name in ("chunked", "reference"):
+        model = dp_start(37)
+        ref = new_reference(model)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        if name == "reference":
+            monkeypatch.setattr(grpo, "token_log_probs", token_log_probs_reference)
+        cfg = GRPOConfig(prompts_per_step=4, group_size=2, lr=1e-2, beta=0.04, mu=2, temperature=0.7)
+        opt = make_optimizer(model, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
+        with patch_chunk(2 * 37):
+            grpo_update(model, ref, opt, roll, group_advantages(rewards, 2), cfg, distributed.Dist())
+        after[name] = model.state_dict()
+    for k, v in after["reference"].items():
+        torch.testing.assert_close(after["chunked"][k], v, atol=1e-6, rtol=0)
+
+
+def toy_folder_and_data(tmp_path, tok) -> tuple:
+    """A tiny GPT-2 folder with its tokenizer, and a data dir of 13 training + 6 held-out problems
+    (one training problem too long for the model)."""
+    folder, data = tmp_path / "model", tmp_path / "data" / "gsm8k"
+    model = tiny_policy(tok)
+    model.config.eos_token_id = model.config.bos_token_id = tok.eot_id
+    model.save_pretrained(folder)
+    tok.save(folder)
+    data.mkdir(parents=True)
+    rows = [{"question": p.question, "answer": f"{p.solution}\n#### {p.answer}"} for p in PROBLEMS]
+    rows.append({"question": "What is " + "one plus " * 40 + "one?", "answer": "41\n#### 41"})
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[6:]), encoding="utf-8")
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:6]), encoding="utf-8")
+    return folder, tmp_path / "data"
+
+
+def test_one_pipeline_for_one_process_and_spawned_ranks(tok, tmp_path):
+    """run_grpo in one process and with 2 spawned ranks: the same problem filtering, the same
+    measurements of the same starting model, the same metric keys."""
+    from lm.rl.grpo import run_grpo
+    from lm.rl.warmup import EvalConfig, InstructConfig
+    folder, data = toy_folder_and_data(tmp_path, tok)
+    cfg = GRPOConfig(prompts_per_step=2, group_size=2, max_new_tokens=8, steps=2, lr=1e-3)
+    runs = {}
+    for ranks in (1, 2):
+        with pytest.warns(UserWarning, match="1 of 13 problems left out"):
+            runs[ranks] = run_grpo(folder, data, tmp_path / f"r{ranks}", cfg, EvalConfig(problems=6, max_new_tokens=8),
+                                   InstructConfig(epochs=1, batch_size=8), ranks=ranks)
+    one, two = runs[1], runs[2]
+    assert one.keys() == two.keys()
+    for key in ("problems_too_long", "train_problems", "eval_problems", "accuracy_before", "format_rate_before",
+                "accuracy_any_format_before", "instruct_loss"):
+        assert one[key] == two[key], key
+    assert one["problems_too_long"] == 1 and one["train_problems"] == 12 and two["ranks"] == 2
+    for key in ("format_rate_after", "accuracy_any_format_after", "reward_format_first", "reward_correctness_last"):
+        assert key in one
+
+
+def test_the_command_line_defaults_are_the_configs_defaults():
+    from lm.rl.grpo import build_parser
+    from lm.rl.warmup import EvalConfig, InstructConfig, WarmupConfig
+    from lm.utils import config_from_flags
+    a = build_parser().parse_args(["--model", "m", "--data-dir", "d", "--out", "o"])
+    assert config_from_flags(GRPOConfig, a) == GRPOConfig()
+    assert config_from_flags(EvalConfig, a, "eval_") == EvalConfig()
+    assert config_from_flags(InstructConfig, a, "instruct_") == InstructConfig()
+    assert config_from_flags(WarmupConfig, a, "warmup_") == WarmupConfig()
+    a = build_parser().parse_args(["--model", "m", "--data-dir", "d", "--out", "o", "--checkpoint-interval", "7",
+                                   "--eval-problems", "9", "--warmup-examples", "none"])
+    assert config_from_flags(GRPOConfig, a).checkpoint_interval == 7
+    assert config_from_flags(EvalConfig, a, "eval_").problems == 9
+    assert config_from_flags(WarmupConfig, a, "warmup_").examples is None
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_same_pipeline(tok, tmp_path):
+    """`torchrun --nproc_per_node=2 -m lm.rl.grpo`: the same filtering and measurements as one process."""
+    import subprocess
+    import sys
+    from lm.rl.grpo import run_grpo
+    from lm.rl.warmup import EvalConfig, InstructConfig
+    folder, data = toy_folder_and_data(tmp_path, tok)
+    flags = ["--model", str(folder), "--data-dir", str(data), "--instruct", "--instruct-epochs", "1",
+             "--instruct-batch-size", "8", "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8",
+             "--steps", "2", "--lr", "1e-3", "--eval-problems", "6", "--eval-max-new-tokens", "8"]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={distributed.free_port()}",
+                           "-m", "lm.rl.grpo", *flags, "--out", str(tmp_path / "tr")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    via_torchrun = json.loads((tmp_path / "tr" / "summary.json").read_text())
+    with pytest.warns(UserWarning):
+        alone = run_grpo(folder, data, tmp_path / "one", GRPOConfig(prompts_per_step=2, group_size=2, max_new_tokens=8,
+                                                                     steps=2, lr=1e-3),
+                         EvalConfig(problems=6, max_new_tokens=8), InstructConfig(epochs=1, batch_size=8))
+    assert via_torchrun.keys() == json.loads(json.dumps(alone)).keys()
+    for key in ("problems_too_long", "train_problems", "accuracy_before", "format_rate_before"):
+        assert via_torchrun[key] == alone[key], key
+    assert via_torchrun["ranks"] == 2
