@@ -215,12 +215,15 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def start_child(tmp_path, slow_report=False) -> subprocess.Popen:
+def start_child(tmp_path, slow_report=False, sigint=signal.SIG_DFL) -> subprocess.Popen:
+    """run_all.py in a child process, started with SIGINT's default action (as from a terminal) even
+    when pytest itself runs with SIGINT ignored (a background job of a script: `bash -c 'pytest &'`);
+    `sigint=signal.SIG_IGN` starts it as such a background job instead."""
     script = CHILD.format(repo=str(REPO), run_all=str(REPO / "run_all.py"), out=str(tmp_path / "run"),
                           slow_report=slow_report)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path)
+                            text=True, env=env, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
 
 
 def wait_for(proc: subprocess.Popen, text: str, timeout: float = 120.0) -> str:
@@ -270,6 +273,49 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
     assert "interrupted again: exiting now" in err and "Traceback" not in err
     s = json.loads((tmp_path / "run" / "summary.json").read_text())   # written before the report
     assert s["status"] == "interrupted" and s["stages"]["embedding_vs_linear"]["status"] == "interrupted"
+
+
+def test_sigterm_records_the_running_stage_writes_the_report_and_exits_143(tmp_path):
+    """A scheduler, `timeout` or a stopping container sends SIGTERM: handled as Ctrl-C is, exit 143.
+    The child starts with SIGINT ignored, as a background job of a script does: SIGTERM still works."""
+    proc = start_child(tmp_path, sigint=signal.SIG_IGN)
+    before = wait_for(proc, "slow stage started")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    out = before + out
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "terminated (SIGTERM) during embedding_vs_linear" in err
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["exit_code"] == 143 and "finished" in s
+    st = s["stages"]
+    assert [st[n]["status"] for n in st] == ["ok", "interrupted", "not run"]
+    assert "embedding_vs_linear  interrupted" in out[out.index("stage "):]
+    assert (tmp_path / "run" / "report.md").is_file()
+
+
+def test_a_second_sigterm_exits_at_once_with_143(tmp_path):
+    proc = start_child(tmp_path, slow_report=True)
+    wait_for(proc, "slow stage started")
+    proc.send_signal(signal.SIGTERM)
+    wait_for(proc, "writing the report")
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and time.monotonic() - t0 < 10
+    assert "exiting now" in err and "Traceback" not in err
+
+
+def test_main_gives_back_the_callers_signal_handlers(tmp_path, stages):
+    """run_all.main installs its SIGINT / SIGTERM handlers for the run only (it is also a library call)."""
+    def mine(signum, frame):
+        pass
+    stages({"quadratic_loss": fake_stage(lambda cfg, s, d, o: {})})
+    old = signal.signal(signal.SIGTERM, mine), signal.getsignal(signal.SIGINT)
+    try:
+        assert run_all.main(["--only", "quadratic_loss", "--out", str(tmp_path), "--quiet"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is old[1]
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
 
 
 def test_sampling_fails_when_an_input_check_lets_bad_input_through(tmp_path, monkeypatch):
