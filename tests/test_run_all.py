@@ -333,3 +333,20 @@ def test_without_matplotlib_one_line_says_how_to_get_the_pictures(tmp_path, monk
     assert lines == [f"report:  {tmp_path / 'report.md'}  (pictures not drawn: matplotlib is not installed "
                      f"(pip install -e '.[plot]', then python -m lm.report {tmp_path}))"]
     assert "![" not in (tmp_path / "report.md").read_text()
+
+
+def test_without_matplotlib_a_fresh_run_all_writes_the_report_and_says_why_no_pictures(tmp_path):
+    """As a newcomer without the plot extra runs it: a new process where `import matplotlib` fails
+    from the start (nothing imported it before), run_all.py as a script."""
+    out = tmp_path / "run"
+    script = ("import runpy, sys; sys.modules['matplotlib'] = None; "
+              f"sys.argv = ['run_all.py', '--only', 'quadratic_loss', '--out', {str(out)!r}, '--quiet']; "
+              f"runpy.run_path({str(REPO / 'run_all.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert "pictures not drawn: matplotlib is not installed (pip install -e '.[plot]'" in proc.stdout
+    report = (out / "report.md").read_text()
+    assert "> pictures not drawn: matplotlib is not installed" in report and "![" not in report
+    assert "quadratic_loss" in report and not (out / "plots").exists()
+    assert json.loads((out / "summary.json").read_text())["stages"]["quadratic_loss"]["status"] == "ok"
