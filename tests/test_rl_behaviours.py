@@ -9,6 +9,11 @@ so they hold whatever the inside of lm/rl/grpo.py looks like:
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +131,36 @@ def test_each_outer_iteration_starts_a_fresh_reference_and_optimizer(tok, tmp_pa
     assert moves.max() <= 1e-2 * (1 + 1e-5)                                    # never more than lr
     at_lr = ((moves - 1e-2).abs() < 1e-5).float().mean().item()
     assert at_lr > 0.3, at_lr       # most by lr exactly (here 69 %; an Adam in its 5th step: 0.1 %)
+
+
+def sleeping_rank(rank: int, world: int, folder: str) -> None:
+    (Path(folder) / f"rank{rank}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def test_an_interrupted_spawn_stops_its_ranks(tmp_path):
+    """SIGTERM (or Ctrl-C) while the ranks run: spawn raises at once and no rank is left running
+    (run_all.py then writes its summary and exits, rather than waiting for the ranks at exit)."""
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def stop(signum, frame):
+        raise Stop()
+
+    def signal_when_started():
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("rank*.pid"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        threading.Thread(target=signal_when_started, daemon=True).start()
+        t0 = time.monotonic()
+        with pytest.raises(Stop):
+            distributed.spawn(sleeping_rank, 2, str(tmp_path))
+        assert time.monotonic() - t0 < 60
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for f in tmp_path.glob("rank*.pid"):
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(f.read_text()), 0)                   # gone (and reaped)
