@@ -66,29 +66,37 @@ def _exit_now(signum, frame) -> None:
     os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()   # only it may set handlers
+
+
 def _on_signals(handler) -> None:
     """Send SIGINT and SIGTERM to `handler`; a SIGINT this process inherited as ignored stays ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        return                                   # only the main thread may set handlers (run_all as a library)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        if not (sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN):
+        if _in_main_thread() and not (sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN):
             signal.signal(sig, handler)
+
+
+def _handlers() -> dict:
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        if _in_main_thread():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
 def _signals_handled():
     """SIGINT and SIGTERM raise KeyboardInterrupt / Terminated inside the block; the previous
     handlers come back after it (main() is also called from tests and scripts)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = _handlers()
     _on_signals(_stop)
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        _restore(previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,47 +232,51 @@ def run_stages(args: argparse.Namespace, check: Preflight, out: Path, selected: 
                      "started": datetime.now().isoformat(timespec="seconds"), "status": "running", "stages": {}}
     stages = summary["stages"]
     running, t0 = None, 0.0
+    previous_handlers = _handlers()
     try:
-        for name in selected:
-            running, t0 = name, time.perf_counter()
-            if name in broken:
-                e = broken[name]
-                print(f"{name}: failed: its module does not import ({type(e).__name__}: {e})", file=sys.stderr)
-                stages[name] = {"status": "failed", "seconds": 0.0, "metrics": {},
-                                "error": f"{type(e).__name__}: {e}", "error_type": type(e).__name__,
-                                "traceback": "".join(traceback.format_exception(e))}
-            else:
-                stages[name] = run_one(name, modules[name], cfg, check.data_dir, out)
-            running = None
-            write_summary(out, summary)  # after each stage, so a crash keeps the rest
-        _on_signals(_exit_now)                         # from here on, a signal exits at once
-        code = EXIT_FAILED if any(e["status"] == "failed" for e in stages.values()) else EXIT_OK
-    except KeyboardInterrupt as e:                     # Ctrl-C, or SIGTERM (Terminated)
-        _on_signals(_exit_now)                         # a second signal: out at once
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        print(f"\nrun_all.py: {how}{f' during {running}' if running else ''}; writing the summary "
-              f"(Ctrl-C or SIGTERM again to exit at once)", file=sys.stderr, flush=True)
-        if running:
-            stages[running] = {"status": "interrupted", "seconds": round(time.perf_counter() - t0, 2), "metrics": {}}
-        for name in selected:
-            stages.setdefault(name, {"status": "not run", "seconds": 0.0, "metrics": {}})
-        code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
-    summary.update(status={EXIT_OK: "ok", EXIT_FAILED: "failed", EXIT_INTERRUPTED: "interrupted",
-                           EXIT_TERMINATED: "interrupted"}[code],
-                   exit_code=code, finished=datetime.now().isoformat(timespec="seconds"))
-    write_summary(out, summary)
-    print_table(summary, modules)
-    print(f"\nsummary: {out / 'summary.json'}")
-    try:
-        report = write_report(out)
-        print(f"report:  {report.path}" + (f"  ({report.note})" if report.note else ""))
-    except Exception as e:   # the run's results are safe in summary.json; say what went wrong
-        print(f"report: not written ({type(e).__name__}: {e}); rebuild it with python -m lm.report {out}",
-              file=sys.stderr)
-    failed = [n for n, e in stages.items() if e["status"] == "failed"]
-    if failed:
-        print(f"failed stages: {', '.join(failed)}", file=sys.stderr)
-    return code
+        try:
+            for name in selected:
+                running, t0 = name, time.perf_counter()
+                if name in broken:
+                    e = broken[name]
+                    print(f"{name}: failed: its module does not import ({type(e).__name__}: {e})", file=sys.stderr)
+                    stages[name] = {"status": "failed", "seconds": 0.0, "metrics": {},
+                                    "error": f"{type(e).__name__}: {e}", "error_type": type(e).__name__,
+                                    "traceback": "".join(traceback.format_exception(e))}
+                else:
+                    stages[name] = run_one(name, modules[name], cfg, check.data_dir, out)
+                running = None
+                write_summary(out, summary)  # after each stage, so a crash keeps the rest
+            _on_signals(_exit_now)                         # from here on, a signal exits at once
+            code = EXIT_FAILED if any(e["status"] == "failed" for e in stages.values()) else EXIT_OK
+        except KeyboardInterrupt as e:                     # Ctrl-C, or SIGTERM (Terminated)
+            _on_signals(_exit_now)                         # a second signal: out at once
+            how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            print(f"\nrun_all.py: {how}{f' during {running}' if running else ''}; writing the summary "
+                  f"(Ctrl-C or SIGTERM again to exit at once)", file=sys.stderr, flush=True)
+            if running:
+                stages[running] = {"status": "interrupted", "seconds": round(time.perf_counter() - t0, 2), "metrics": {}}
+            for name in selected:
+                stages.setdefault(name, {"status": "not run", "seconds": 0.0, "metrics": {}})
+            code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+        summary.update(status={EXIT_OK: "ok", EXIT_FAILED: "failed", EXIT_INTERRUPTED: "interrupted",
+                               EXIT_TERMINATED: "interrupted"}[code],
+                       exit_code=code, finished=datetime.now().isoformat(timespec="seconds"))
+        write_summary(out, summary)
+        print_table(summary, modules)
+        print(f"\nsummary: {out / 'summary.json'}")
+        try:
+            report = write_report(out)
+            print(f"report:  {report.path}" + (f"  ({report.note})" if report.note else ""))
+        except Exception as e:   # the run's results are safe in summary.json; say what went wrong
+            print(f"report: not written ({type(e).__name__}: {e}); rebuild it with python -m lm.report {out}",
+                  file=sys.stderr)
+        failed = [n for n, e in stages.items() if e["status"] == "failed"]
+        if failed:
+            print(f"failed stages: {', '.join(failed)}", file=sys.stderr)
+        return code
+    finally:
+        _restore(previous_handlers)
 
 
 def print_table(summary: dict, modules: dict[str, ModuleType | None]) -> None:
