@@ -117,7 +117,7 @@ def run(tok, tmp_path, name: str, stop_after: int) -> tuple[dict, list[dict]]:
 
 def test_each_outer_iteration_starts_a_fresh_reference_and_optimizer(tok, tmp_path):
     """iterations=2, steps=2. Step 3 opens iteration 2: its reference is the policy as iteration 1
-    left it, so the KL of step 3 (measured before its update) is exactly 0 while step 2's is not;
+    left it, so the KL of step 3 (measured before its update) is 0 while step 2's is not;
     and its optimizer is new, so the update of step 3 is fresh Adam's first step: every parameter
     moves by lr * |g| / (|g| + eps): at most lr, and by lr itself unless its gradient is tiny (no
     weight decay here)."""
@@ -125,8 +125,8 @@ def test_each_outer_iteration_starts_a_fresh_reference_and_optimizer(tok, tmp_pa
     after_3, records = run(tok, tmp_path, "b", stop_after=3)                  # one step into iteration 2
     kl = {r["step"]: r["kl"] for r in records}
     assert sorted(kl) == [1, 2, 3]
-    assert kl[1] == 0.0 and kl[2] > 1e-6                                       # the policy moved in iteration 1
-    assert kl[3] == 0.0                                                        # the reference was re-copied
+    assert kl[1] < 1e-7 and kl[2] > 1e-4              # (here exactly 0, and 0.0096): the policy moved in iteration 1
+    assert kl[3] < 1e-7                               # (here exactly 0; 0.0104 with a stale reference): re-copied
     moves = torch.cat([(after_3[k] - after_1[k]).abs().flatten() for k in after_1 if after_1[k].is_floating_point()])
     assert moves.max() <= 1e-2 * (1 + 1e-5)                                    # never more than lr
     at_lr = ((moves - 1e-2).abs() < 1e-5).float().mean().item()
