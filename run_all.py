@@ -14,16 +14,20 @@ Each stage writes into OUT/<stage>/ and returns a dict of metrics; everything en
 OUT/summary.json as {"stages": {name: {"status", "seconds", "metrics"}}}, and OUT/report.md shows
 the results beside the book's, with pictures when matplotlib is installed. A stage that fails says
 so where it stops (one line for a problem with its input, the traceback for a bug) and the others
-still run. Ctrl-C stops the running stage: it is recorded as interrupted, the table, summary.json
-and report.md are written, and a second Ctrl-C exits at once.
+still run. Ctrl-C (SIGINT) or SIGTERM (a scheduler, `timeout`, a container stopping) stops the
+running stage: it is recorded as interrupted, the table, summary.json and report.md are written and
+the exit status is 130 (SIGINT) or 143 (SIGTERM); a second signal exits at once. A SIGINT that
+arrives ignored (a background job of a script: the shell ignores it there) stays ignored.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime
@@ -38,12 +42,61 @@ from lm.stages import STAGE_NAMES, RunConfig, load_stage, run_stage
 from lm.stages.preflight import Preflight, preflight
 from lm.utils import set_quiet, write_summary
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 EXIT_CODES = f"""exit status:
   {EXIT_OK}    every stage ran ok (stages not implemented yet are skipped)
   {EXIT_FAILED}    a stage failed (the others still ran; see the table and OUT/summary.json)
   {EXIT_USAGE}    bad invocation: a flag, the data, --gpt2, --model or --out is wrong; nothing was run
-  {EXIT_INTERRUPTED}  interrupted with Ctrl-C (the running stage is recorded as interrupted)"""
+  {EXIT_INTERRUPTED}  interrupted with Ctrl-C (the running stage is recorded as interrupted)
+  {EXIT_TERMINATED}  stopped with SIGTERM (as for Ctrl-C: the running stage is recorded as interrupted)"""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the run is, so it unwinds exactly as a Ctrl-C does (exit 143, not 130)."""
+
+
+def _stop(signum, frame) -> None:
+    """The first SIGINT or SIGTERM: stop what is running (the stage loop records it)."""
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _exit_now(signum, frame) -> None:
+    """A second signal, while the summary and report are written: out at once."""
+    os.write(2, b"\nrun_all.py: interrupted again: exiting now\n")
+    os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()   # only it may set handlers
+
+
+def _on_signals(handler) -> None:
+    """Send SIGINT and SIGTERM to `handler`; a SIGINT this process inherited as ignored stays ignored."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if _in_main_thread() and not (sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN):
+            signal.signal(sig, handler)
+
+
+def _handlers() -> dict:
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        if _in_main_thread():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _signals_handled():
+    """SIGINT and SIGTERM raise KeyboardInterrupt / Terminated inside the block; the previous
+    handlers come back after it (main() is also called from tests and scripts)."""
+    previous = _handlers()
+    _on_signals(_stop)
+    try:
+        yield
+    finally:
+        _restore(previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)          # a malformed flag: argparse's message, exit 2
     if args.list:
         return list_stages()
+    with _signals_handled():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     problems: list[str] = []
     only = parse_names(args.only, "--only", problems)
     skip = parse_names(args.skip, "--skip", problems) or []
@@ -125,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check = preflight({n: m for n, m in modules.items() if m is not None}, args.data_dir, out,
                           gpt2=args.gpt2, model=args.model, threads=args.threads, device=args.device)
-    except KeyboardInterrupt:      # e.g. while --gpt2 gpt2 downloads
+    except KeyboardInterrupt as e:      # e.g. while --gpt2 gpt2 downloads
         print("\nrun_all.py: interrupted before the first stage; nothing was run", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     problems += check.problems
     if problems:
         for p in problems:
@@ -164,11 +222,6 @@ def run_one(name: str, module: ModuleType | None, cfg: RunConfig, data_dir: Path
     return entry
 
 
-def _exit_now(signum, frame) -> None:
-    os.write(2, b"\nrun_all.py: interrupted again: exiting now\n")
-    os._exit(EXIT_INTERRUPTED)
-
-
 def run_stages(args: argparse.Namespace, check: Preflight, out: Path, selected: list[str],
                modules: dict[str, ModuleType | None], broken: dict[str, BaseException]) -> int:
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +232,7 @@ def run_stages(args: argparse.Namespace, check: Preflight, out: Path, selected: 
                      "started": datetime.now().isoformat(timespec="seconds"), "status": "running", "stages": {}}
     stages = summary["stages"]
     running, t0 = None, 0.0
-    previous_handler = signal.getsignal(signal.SIGINT)
+    previous_handlers = _handlers()
     try:
         try:
             for name in selected:
@@ -194,18 +247,20 @@ def run_stages(args: argparse.Namespace, check: Preflight, out: Path, selected: 
                     stages[name] = run_one(name, modules[name], cfg, check.data_dir, out)
                 running = None
                 write_summary(out, summary)  # after each stage, so a crash keeps the rest
-            signal.signal(signal.SIGINT, _exit_now)        # from here on, Ctrl-C exits at once
+            _on_signals(_exit_now)                         # from here on, a signal exits at once
             code = EXIT_FAILED if any(e["status"] == "failed" for e in stages.values()) else EXIT_OK
-        except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, _exit_now)        # a second Ctrl-C: out at once
-            print(f"\nrun_all.py: interrupted{f' during {running}' if running else ''}; writing the summary "
-                  f"(Ctrl-C again to exit at once)", file=sys.stderr, flush=True)
+        except KeyboardInterrupt as e:                     # Ctrl-C, or SIGTERM (Terminated)
+            _on_signals(_exit_now)                         # a second signal: out at once
+            how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            print(f"\nrun_all.py: {how}{f' during {running}' if running else ''}; writing the summary "
+                  f"(Ctrl-C or SIGTERM again to exit at once)", file=sys.stderr, flush=True)
             if running:
                 stages[running] = {"status": "interrupted", "seconds": round(time.perf_counter() - t0, 2), "metrics": {}}
             for name in selected:
                 stages.setdefault(name, {"status": "not run", "seconds": 0.0, "metrics": {}})
-            code = EXIT_INTERRUPTED
-        summary.update(status={EXIT_OK: "ok", EXIT_FAILED: "failed", EXIT_INTERRUPTED: "interrupted"}[code],
+            code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+        summary.update(status={EXIT_OK: "ok", EXIT_FAILED: "failed", EXIT_INTERRUPTED: "interrupted",
+                               EXIT_TERMINATED: "interrupted"}[code],
                        exit_code=code, finished=datetime.now().isoformat(timespec="seconds"))
         write_summary(out, summary)
         print_table(summary, modules)
@@ -221,7 +276,7 @@ def run_stages(args: argparse.Namespace, check: Preflight, out: Path, selected: 
             print(f"failed stages: {', '.join(failed)}", file=sys.stderr)
         return code
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        _restore(previous_handlers)
 
 
 def print_table(summary: dict, modules: dict[str, ModuleType | None]) -> None:

@@ -1,11 +1,16 @@
-"""Shared test helpers: where ../shared is, and a skip marker for tests that need it."""
+"""Shared test helpers: where ../shared is, a skip marker for tests that need it, and a fixture that
+gives every test the process-wide state it found (no test leaks into the next one)."""
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+import lm.utils
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LM_SHARED_DIR", REPO.parent / "shared"))
@@ -19,3 +24,48 @@ needs_gpt2_files = pytest.mark.skipif(not (SHARED_GPT2 / "vocab.json").is_file()
 needs_fixtures = pytest.mark.skipif(not SHARED_FIXTURES.is_dir(), reason=f"fixtures not found at {SHARED_FIXTURES}")
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def global_state() -> dict:
+    """What a test could change for every later test: torch's threads, default dtype and grad mode,
+    the quiet flag (`lm.utils.set_quiet`), the environment variables. (Random states: see below.)"""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}   # pytest's own, per test
+    return {"threads": torch.get_num_threads(), "default_dtype": torch.get_default_dtype(),
+            "grad_enabled": torch.is_grad_enabled(), "quiet": lm.utils.QUIET, "environ": environ}
+
+
+def random_states() -> tuple:
+    """The states of Python's `random`, NumPy's global generator and torch's generators."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+
+SESSION_START = global_state()        # tests/test_state_after_stages.py compares the end of the run with it
+
+
+def restore(state: dict, rng: tuple) -> None:
+    if torch.get_num_threads() != state["threads"]:
+        torch.set_num_threads(state["threads"])
+    torch.set_default_dtype(state["default_dtype"])
+    torch.set_grad_enabled(state["grad_enabled"])
+    lm.utils.set_quiet(state["quiet"])
+    now = global_state()["environ"]
+    if now != state["environ"]:
+        for key in set(now) - set(state["environ"]):
+            del os.environ[key]
+        os.environ.update(state["environ"])
+    random.setstate(rng[0])
+    np.random.set_state(rng[1])
+    torch.set_rng_state(rng[2])
+    if rng[3] is not None:
+        torch.cuda.set_rng_state_all(rng[3])
+
+
+@pytest.fixture(autouse=True)
+def restore_global_state():
+    """Every test ends with the state it started with (see `global_state`), and the random
+    generators where they were: a test that seeds, sets one thread or goes quiet changes nothing
+    for the tests after it, so no result depends on the order the tests run in."""
+    state, rng = global_state(), random_states()
+    yield
+    restore(state, rng)

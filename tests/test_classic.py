@@ -115,6 +115,53 @@ def test_lbfgs_stops_at_max_iter():
     assert res.iterations == 3 and not res.converged
 
 
+def test_lbfgs_stops_on_the_largest_gradient_component():
+    """scikit-learn's rule (scipy's gtol): max |g_i| <= tol, not the 2-norm. 100 components of
+    tol/2 each: max |g_i| = tol/2, so no iteration is needed, though ||g|| = 5 tol."""
+    tol, c = 1e-4, torch.linspace(-1, 1, 100, dtype=torch.float64)
+    res = minimize_lbfgs(lambda x: (float(0.5 * ((x - c) ** 2).sum()), x - c), c - tol / 2, tol=tol)
+    assert res.converged and res.iterations == 0 and res.grad_norm == pytest.approx(tol / 2, rel=1e-9)
+    x0 = c.clone()
+    x0[7] -= 2 * tol                                          # one component above tol: it iterates
+    res = minimize_lbfgs(lambda x: (float(0.5 * ((x - c) ** 2).sum()), x - c), x0, tol=tol)
+    assert res.converged and res.iterations >= 1 and res.grad_norm <= tol
+
+
+def test_two_loop_recursion_is_the_bfgs_inverse_hessian_times_g():
+    """The two-loop recursion equals -H g for the matrix H built by the BFGS update from
+    H0 = (s.y / y.y) I over the stored pairs, oldest first (Nocedal & Wright, eq. 7.19)."""
+    from lm.finetune.lbfgs import _two_loop
+    g = torch.Generator().manual_seed(3)
+    n = 12
+    M = torch.randn(n, n, generator=g, dtype=torch.float64)
+    A = M @ M.T + torch.eye(n, dtype=torch.float64)          # y = A s: every pair has s.y > 0
+    S = [torch.randn(n, generator=g, dtype=torch.float64) for _ in range(5)]
+    Y = [A @ s for s in S]
+    rho = [1.0 / float(s @ y) for s, y in zip(S, Y)]
+    grad = torch.randn(n, generator=g, dtype=torch.float64)
+    eye = torch.eye(n, dtype=torch.float64)
+    H = float(S[-1] @ Y[-1] / (Y[-1] @ Y[-1])) * eye
+    for s, y, r in zip(S, Y, rho):
+        V = eye - r * torch.outer(y, s)
+        H = V.T @ H @ V + r * torch.outer(s, s)
+    torch.testing.assert_close(_two_loop(grad, S, Y, rho), -H @ grad, rtol=1e-10, atol=1e-12)
+    assert torch.equal(_two_loop(grad, [], [], []), -grad)
+
+
+def test_lbfgs_iterations_on_an_ill_conditioned_quadratic():
+    """Condition number 100 in 100 dimensions: 81 iterations to max |g_i| <= 1e-6 (a wrong
+    two-loop recursion still descends, but needs about twice as many and stalls short of tol)."""
+    g = torch.Generator().manual_seed(0)
+    n = 100
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    A = Q @ torch.diag(torch.logspace(0, 2, n, dtype=torch.float64)) @ Q.T
+    b = torch.randn(n, generator=g, dtype=torch.float64)
+    res = minimize_lbfgs(lambda x: (float(0.5 * x @ A @ x - b @ x), A @ x - b), torch.zeros(n, dtype=torch.float64),
+                         tol=1e-6, max_iter=1000)
+    assert res.converged and res.iterations <= 100
+    torch.testing.assert_close(res.x, torch.linalg.solve(A, b), rtol=0, atol=1e-5)
+
+
 def tiny_problem(n=40, d=5, k=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     Xd = torch.randn(n, d, generator=g, dtype=torch.float64)

@@ -266,3 +266,32 @@ def test_adapters_travel_to_and_from_peft(tmp_path):
     load_adapter(back, tmp_path / "theirs")
     with torch.no_grad():
         assert (trained.eval()(ids).logits - back(ids)).abs().max() < 1e-5
+
+
+def test_dropout_applies_to_the_input_of_a_as_peft():
+    """PEFT's noise model: B A dropout(x), each input feature dropped on its own. With A = [1 2 4]
+    and x = 1 the update of a row is 2 x (the sum of the kept weights): every one of 0, 2, ..., 14
+    appears; dropout on A's output instead would give only 0 or 14."""
+    layer = LoRALinear(torch.nn.Linear(3, 1), r=1, alpha=1.0, dropout=0.5)
+    with torch.no_grad():
+        layer.lora_A.weight.copy_(torch.tensor([[1.0, 2.0, 4.0]]))
+        layer.lora_B.weight.copy_(torch.tensor([[1.0]]))
+    x = torch.ones(400, 3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        delta = (layer.train()(x) - layer.base(x)).squeeze(1)
+        assert set(delta.round().tolist()) == {0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0}
+        assert torch.allclose(delta, delta.round(), atol=1e-5)
+        assert torch.allclose(layer.eval()(x) - layer.base(x), torch.full((400, 1), 7.0))   # eval: no dropout
+
+
+def test_a_regex_target_must_match_the_whole_module_name():
+    """A string target_modules is PEFT's `re.fullmatch`: `c_(fc|proj)` names no module of GPT-2
+    (whose names are transformer.h.0.mlp.c_fc, ...); `.*\\.mlp\\.c_(fc|proj)` names the MLP's two
+    projections and not attention's c_proj."""
+    assert not LoRAConfig(target_modules=r"c_(fc|proj)").targets("transformer.h.0.mlp.c_fc")
+    assert not LoRAConfig(target_modules=r"h\.0\.mlp").targets("transformer.h.0.mlp.c_fc")
+    with pytest.raises(ConfigError, match="match no module"):
+        add_lora(tiny(), LoRAConfig(target_modules=r"c_(fc|proj)"))
+    layers = add_lora(tiny(), LoRAConfig(target_modules=r".*\.mlp\.c_(fc|proj)"))
+    assert sorted(layers) == [f"transformer.h.{i}.mlp.{n}" for i in range(2) for n in ("c_fc", "c_proj")]

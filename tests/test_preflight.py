@@ -338,3 +338,26 @@ def test_model_flag_takes_a_qwen2_folder_and_names_what_is_wrong(tmp_path):
     assert line.startswith("--model: ") and "missing keys" in line and "layers.2" in line
     check = preflight({}, None, tmp_path / "run", model=str(tmp_path / "nowhere"))
     assert check.problems and "not a hub name" in check.problems[0]
+
+
+def tiny_qwen2(folder: Path) -> Path:
+    """A complete, valid Qwen2 folder (config with model_type qwen2, weights, a 257-id tokenizer)."""
+    from lm.models.qwen2 import Qwen2, Qwen2Config
+    torch.manual_seed(0)
+    Qwen2(Qwen2Config(vocab_size=257, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, bos_token_id=None, eos_token_id=256)).save_pretrained(folder)
+    byte_tokenizer().save(folder)
+    return folder
+
+
+def test_a_qwen2_folder_given_as_gpt2_stops_the_run_before_any_stage(data_dir, tmp_path, no_stages, capsys):
+    """--gpt2 takes GPT-2 folders only (the chapter 5 stages build GPT-2): a valid Qwen2 folder there is
+    a pre-flight problem, exit 2 with nothing run, not a failure in the middle of a stage."""
+    qwen = tiny_qwen2(tmp_path / "qwen")
+    assert check_model_folder(qwen, "--model", None) == []                 # a good folder, for --model
+    out = tmp_path / "run"
+    rc, err, _ = run(["--data-dir", str(data_dir), "--only", "sampling", "--gpt2", str(qwen), "--out", str(out),
+                      "--quiet"], capsys)
+    assert rc == 2 and no_stages.calls == [] and not out.exists()
+    assert f"--gpt2 {qwen}: config.json: model_type 'qwen2' is not supported here (known: gpt2)" in err
+    assert "nothing was run" in err and "Traceback" not in err

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import SHARED_FIXTURES, needs_fixtures
 from lm.errors import ConfigError, SpecialTokenError, TokenizerFileError
-from lm.tokenizers.chat import (QWEN25_SYSTEM, apply_chat_template, default_system_from_dir,
+from lm.tokenizers.chat import (DEFAULT_SYSTEM, QWEN25_SYSTEM, apply_chat_template, default_system_from_dir,
                                 default_system_from_template, encode_chat)
 from lm.tokenizers.gpt2 import GPT2Tokenizer
 from lm.tokenizers.hf_json import from_tokenizer_json, save_tokenizer_json, tokenizer_from_dir
@@ -239,6 +239,14 @@ def test_default_system_message_follows_the_model():
     assert text == f"<|im_start|>system\n{QWEN25_SYSTEM}<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
     assert apply_chat_template([{"role": "user", "content": "Hi"}], default_system=None) == \
         "<|im_start|>user\nHi<|im_end|>\n"
+
+
+def test_a_folder_without_chat_template_gets_the_default_system_message(tmp_path):
+    """No chat_template to read (no tokenizer_config.json, or one without the key): the default
+    "You are a helpful assistant.", never Qwen2.5's own system message."""
+    assert default_system_from_dir(tmp_path) == DEFAULT_SYSTEM == "You are a helpful assistant."
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Qwen2Tokenizer"}))
+    assert default_system_from_dir(tmp_path) == "You are a helpful assistant."
 
 
 def test_non_chatml_template_is_refused(tmp_path):

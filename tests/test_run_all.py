@@ -215,12 +215,15 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def start_child(tmp_path, slow_report=False) -> subprocess.Popen:
+def start_child(tmp_path, slow_report=False, sigint=signal.SIG_DFL) -> subprocess.Popen:
+    """run_all.py in a child process, started with SIGINT's default action (as from a terminal) even
+    when pytest itself runs with SIGINT ignored (a background job of a script: `bash -c 'pytest &'`);
+    `sigint=signal.SIG_IGN` starts it as such a background job instead."""
     script = CHILD.format(repo=str(REPO), run_all=str(REPO / "run_all.py"), out=str(tmp_path / "run"),
                           slow_report=slow_report)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path)
+                            text=True, env=env, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
 
 
 def wait_for(proc: subprocess.Popen, text: str, timeout: float = 120.0) -> str:
@@ -272,6 +275,49 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
     assert s["status"] == "interrupted" and s["stages"]["embedding_vs_linear"]["status"] == "interrupted"
 
 
+def test_sigterm_records_the_running_stage_writes_the_report_and_exits_143(tmp_path):
+    """A scheduler, `timeout` or a stopping container sends SIGTERM: handled as Ctrl-C is, exit 143.
+    The child starts with SIGINT ignored, as a background job of a script does: SIGTERM still works."""
+    proc = start_child(tmp_path, sigint=signal.SIG_IGN)
+    before = wait_for(proc, "slow stage started")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    out = before + out
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "terminated (SIGTERM) during embedding_vs_linear" in err
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["exit_code"] == 143 and "finished" in s
+    st = s["stages"]
+    assert [st[n]["status"] for n in st] == ["ok", "interrupted", "not run"]
+    assert "embedding_vs_linear  interrupted" in out[out.index("stage "):]
+    assert (tmp_path / "run" / "report.md").is_file()
+
+
+def test_a_second_sigterm_exits_at_once_with_143(tmp_path):
+    proc = start_child(tmp_path, slow_report=True)
+    wait_for(proc, "slow stage started")
+    proc.send_signal(signal.SIGTERM)
+    wait_for(proc, "writing the report")
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and time.monotonic() - t0 < 10
+    assert "exiting now" in err and "Traceback" not in err
+
+
+def test_main_gives_back_the_callers_signal_handlers(tmp_path, stages):
+    """run_all.main installs its SIGINT / SIGTERM handlers for the run only (it is also a library call)."""
+    def mine(signum, frame):
+        pass
+    stages({"quadratic_loss": fake_stage(lambda cfg, s, d, o: {})})
+    old = signal.signal(signal.SIGTERM, mine), signal.getsignal(signal.SIGINT)
+    try:
+        assert run_all.main(["--only", "quadratic_loss", "--out", str(tmp_path), "--quiet"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is old[1]
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+
+
 def test_sampling_fails_when_an_input_check_lets_bad_input_through(tmp_path, monkeypatch):
     """A stage that cannot do part of its job fails; it is never ok with a quiet message."""
     from lm.stages import sampling
@@ -287,3 +333,20 @@ def test_without_matplotlib_one_line_says_how_to_get_the_pictures(tmp_path, monk
     assert lines == [f"report:  {tmp_path / 'report.md'}  (pictures not drawn: matplotlib is not installed "
                      f"(pip install -e '.[plot]', then python -m lm.report {tmp_path}))"]
     assert "![" not in (tmp_path / "report.md").read_text()
+
+
+def test_without_matplotlib_a_fresh_run_all_writes_the_report_and_says_why_no_pictures(tmp_path):
+    """As a newcomer without the plot extra runs it: a new process where `import matplotlib` fails
+    from the start (nothing imported it before), run_all.py as a script."""
+    out = tmp_path / "run"
+    script = ("import runpy, sys; sys.modules['matplotlib'] = None; "
+              f"sys.argv = ['run_all.py', '--only', 'quadratic_loss', '--out', {str(out)!r}, '--quiet']; "
+              f"runpy.run_path({str(REPO / 'run_all.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert "pictures not drawn: matplotlib is not installed (pip install -e '.[plot]'" in proc.stdout
+    report = (out / "report.md").read_text()
+    assert "> pictures not drawn: matplotlib is not installed" in report and "![" not in report
+    assert "quadratic_loss" in report and not (out / "plots").exists()
+    assert json.loads((out / "summary.json").read_text())["stages"]["quadratic_loss"]["status"] == "ok"

@@ -10,6 +10,7 @@ from conftest import SHARED_FIXTURES, needs_fixtures
 from lm.checkpoints.hf import gpt2_to_hf
 from lm.checkpoints.safetensors import load_safetensors
 from lm.errors import ConfigError
+from lm.finetune import sft
 from lm.finetune.sft import (CHATML_TEMPLATE, IM_END, SFTExamples, emotion_pair, exact_match, fit_pair,
                              generate_completions, instruct_pair, normalize)
 from lm.inference.generate import generate
@@ -155,6 +156,25 @@ def test_generation_cuts_long_prompts_from_the_left():
             generate_completions(model, tok, ["a" * 30], 4, eos_id=tok.eos, overflow="error")
     with pytest.raises(ConfigError, match="leaves no room for a prompt"):
         generate_completions(model, tok, ["a"], 16, eos_id=tok.eos)
+
+
+def test_generation_cut_keeps_the_end_of_the_question_and_the_emotion_cue(monkeypatch):
+    """An over-long emotion prompt loses its beginning: the model still sees the end of the text
+    and "Emotion:", the tokens its answer follows (cut from the right, it would see neither)."""
+    tok = CharTokenizer()
+    model = tiny(n_positions=48).eval()
+    prompt = emotion_pair("at first " + "nothing much happened, " * 4 + "then I felt so happy today", "joy").prompt
+    seen = []
+
+    def recording_generate(model, prompts, *args, **kwargs):
+        seen.extend(prompts)
+        return generate(model, prompts, *args, **kwargs)
+    monkeypatch.setattr(sft, "generate", recording_generate)
+    with pytest.warns(UserWarning, match="1 of 2 prompts are longer than the 44 tokens"):
+        generate_completions(model, tok, [prompt, "short"], 4, eos_id=tok.eos)
+    assert len(prompt) > 44 and sorted(tok.decode(p) for p in seen) == sorted([prompt[-44:], "short"])
+    kept = next(tok.decode(p) for p in seen if len(p) == 44)
+    assert kept.endswith("then I felt so happy today\nEmotion:")
 
 
 class ScriptedLM(torch.nn.Module):

@@ -174,6 +174,7 @@ def spawn(fn: Callable, nprocs: int, *args) -> None:
 
     `fn` must be importable (a module-level function). If a rank raises, the others are stopped
     and this raises `torch.multiprocessing.ProcessRaisedException` with that rank's traceback.
+    Interrupted itself (KeyboardInterrupt, or run_all.py's SIGTERM), it stops the ranks first.
     """
     if nprocs < 1:
         raise ConfigError(f"nprocs must be >= 1, got {nprocs}")
@@ -191,6 +192,16 @@ def spawn(fn: Callable, nprocs: int, *args) -> None:
             trace = pickle.load(f)                 # our own child's traceback string, not user data
         raise mp.ProcessRaisedException(f"\n\n-- Process {first} terminated with the following error:\n{trace}",
                                         first, ctx.processes[first].pid) from None
+    except BaseException:        # Ctrl-C or SIGTERM here (run_all.py raises for both): stop the ranks too,
+        for p in ctx.processes:  # or this process would wait for them at exit
+            if p.is_alive():
+                p.terminate()
+        for p in ctx.processes:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        raise
 
 
 def _first_raised(error_files: Sequence[str]) -> int | None:

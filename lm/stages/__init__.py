@@ -21,11 +21,11 @@ files the small GPT-2 is trained on, before the first stage starts. Both default
 (`data_files`, `needs_gpt2`).
 
 run_all.py picks the quick or full values (`settings_for`), creates `out_dir`, seeds everything,
-sets torch's CPU threads (`RunConfig.threads`), calls `run`, and writes the metrics it returns to
-`out_dir/summary.json` and the run's summary. A stage whose module does not exist yet is reported
-as `not implemented` and skipped. Stages are thin glue: pick data, tokenizer, model and algorithm,
-return metrics. A stage that needs the small pretrained GPT-2 gets its folder from
-`lm.stages.gpt2_pretrain.pretrained_gpt2(cfg, data_dir)`.
+sets torch's CPU threads (`RunConfig.threads`; put back after the stage), calls `run`, and writes
+the metrics it returns to `out_dir/summary.json` and the run's summary. A stage whose module does
+not exist yet is reported as `not implemented` and skipped. Stages are thin glue: pick data,
+tokenizer, model and algorithm, return metrics. A stage that needs the small pretrained GPT-2
+gets its folder from `lm.stages.gpt2_pretrain.pretrained_gpt2(cfg, data_dir)`.
 
 What a stage leaves for the report (`lm/report.py` draws it; stages draw nothing themselves):
 the engine's `metrics.jsonl` anywhere under its out dir (loss curves; GRPO's reward, KL and
@@ -40,9 +40,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import torch
-
-from lm.utils import seed_everything, write_summary
+from lm.utils import seed_everything, torch_threads, write_summary
 
 # The book's programs, in book order. These names are fixed: scripts outside the project use them.
 STAGE_NAMES = [
@@ -120,7 +118,10 @@ def uses_model(module: ModuleType) -> bool:
 def run_stage(name: str, cfg: RunConfig, data_dir: Path, out_dir: Path, module: ModuleType | None = None) -> dict:
     """Run one stage the way run_all.py does: seed, set torch's threads (`cfg.threads`), pick its
     settings, make `out_dir`, run, and write the metrics to `out_dir/summary.json`. Returns the
-    metrics. `module`: the stage's module if already loaded (default: `load_stage(name)`)."""
+    metrics. `module`: the stage's module if already loaded (default: `load_stage(name)`).
+
+    torch's thread count is put back afterwards, whatever the stage did with it, so what runs next
+    (the next stage, or the caller's own code) is not left on one thread."""
     module = module or load_stage(name)
     if module is None:
         raise NotImplementedError(f"stage {name} is not implemented")
@@ -128,9 +129,8 @@ def run_stage(name: str, cfg: RunConfig, data_dir: Path, out_dir: Path, module: 
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.run_dir is None:
         cfg = RunConfig(**{**vars(cfg), "run_dir": out_dir.parent})
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    metrics = module.run(cfg, settings_for(module.Settings, cfg.quick), Path(data_dir), out_dir)
+    with torch_threads(cfg.threads):
+        seed_everything(cfg.seed)
+        metrics = module.run(cfg, settings_for(module.Settings, cfg.quick), Path(data_dir), out_dir)
     write_summary(out_dir, metrics)
     return metrics
