@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"],
                    help="weights' dtype (default float32; auto: the checkpoint's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is fastest "
+                                                             "for tiny models on a busy machine)")
     return p
 
 
@@ -161,6 +163,8 @@ def read_line(stdin: TextIO, out: TextIO) -> str | None:
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     stdin, out = stdin or sys.stdin, stdout or sys.stdout
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
     try:
         settings = Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p)

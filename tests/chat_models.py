@@ -78,6 +78,21 @@ def random_chat_model(folder: Path, seed: int = 0, n_positions: int = 128) -> Pa
     return save(folder, model, tok)
 
 
+def plain_model(folder: Path, seed: int = 0) -> Path:
+    """A plain GPT-2 folder: random weights, vocab.json + merges.txt with <|endoftext|> only, no chat template."""
+    tok = GPT2Tokenizer.train(TEXTS, vocab_size=300, special_tokens=[EOT])
+    torch.manual_seed(seed)
+    model = GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                            eos_token_id=tok.eot_id, bos_token_id=tok.eot_id))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(8.0)
+    model.save_pretrained(folder)
+    tok.save(folder)
+    return folder
+
+
 def labelling_model(folder: Path, steps: int = 45) -> Path:
     """A model that answers the labelling prompt of each of DOCS with ANSWER."""
     tax = taxonomy(folder.parent)

@@ -29,9 +29,17 @@ from lm.inference.engine import Settings
 from lm.labeling.hosted import ChatClient, EndpointConfig, HostedLabeller, Secret
 from lm.serve import main as serve_main
 from lm.serve.server import Server
+from lm.utils import torch_threads
 
 KEY = "sk-serve-test-51c2-NEVER-LOGGED"
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one torch thread (two threads waiting on each other on a busy machine cost 10-20x)."""
+    with torch_threads(1):
+        yield
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
@@ -335,8 +343,9 @@ def test_page_streams_a_reply_in_headless_chromium(engine, tmp_path):
                 return r["result"].get("value")
 
             deadline = time.monotonic() + 30
-            while js("document.readyState") != "complete" and time.monotonic() < deadline:
-                time.sleep(0.05)
+            while not js("location.href.startsWith('http') && document.readyState === 'complete' "
+                         "&& document.getElementById('form') !== null") and time.monotonic() < deadline:
+                time.sleep(0.05)                         # the first document is about:blank
             js("document.getElementById('temperature').value = '0';"
                "document.getElementById('input').value = 'Hello there';"
                "document.getElementById('form').requestSubmit(); true")

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from lm.chat import load_engine
 from lm.errors import LMError
 from lm.labeling.hosted import LOOPBACK, key_from_env
@@ -41,12 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"],
                    help="weights' dtype (default float32; auto: the checkpoint's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no request log")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
     try:
         if args.max_tokens < 1 or args.max_body < 1 or not 0 <= args.port < 65536:
             raise LMError("--max-tokens and --max-body must be >= 1, --port in 0..65535")
