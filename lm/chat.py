@@ -3,7 +3,8 @@
 FOLDER is any causal LM folder we load (`lm.models.auto.load_causal_lm`): the instruction-tuned
 GPT-2 that `python run_all.py --only instruct_sft --out OUT` saves in `OUT/instruct_sft/model`, a
 Qwen2 / Qwen2.5-Instruct folder, or a plain GPT-2 folder (no chat template: what you type is
-continued as text). `--adapter DIR` adds a LoRA adapter in PEFT's format and merges it.
+continued as text). `--adapter DIR` adds a LoRA adapter in PEFT's format and merges it; an
+adapter folder given as FOLDER brings the base model its adapter_config.json names.
 
     $ python -m lm.chat runs/x/instruct_sft/model --temperature 0
     > What is 3 plus 4?
@@ -28,7 +29,8 @@ from typing import TextIO
 import torch
 
 from lm.errors import ConfigError, LMError
-from lm.finetune.lora import load_adapter, merge_and_unload
+from lm.finetune.lora import CONFIG_NAME as ADAPTER_CONFIG
+from lm.finetune.lora import adapter_base, load_adapted, read_adapter_config
 from lm.inference.engine import Engine, Settings
 from lm.models.auto import load_causal_lm
 from lm.tokenizers.chat import DEFAULT_SYSTEM, chat_format, default_system_from_dir
@@ -42,16 +44,23 @@ FORMAT_NAMES = {"chatml": "ChatML", "book": "the book's ChatML-like format (inst
 def load_engine(folder: str | Path, adapter: str | Path | None = None, device: str | None = None,
                 dtype: str | None = None) -> Engine:
     """The model of `folder` (GPT-2 or Qwen2, from config.json), its tokenizer and chat format,
-    with `adapter`'s LoRA merged in when given."""
+    with `adapter`'s LoRA merged in when given. `folder` may be an adapter folder itself: its
+    base model is then the one its adapter_config.json names."""
     folder = Path(folder).expanduser()
+    if adapter is None and (folder / ADAPTER_CONFIG).is_file():
+        adapter, folder = folder, adapter_base(folder)
     tok = tokenizer_from_dir(folder)
     kind = chat_format(folder, tok)
-    model = load_causal_lm(folder, dtype=dtype, device=choose_device(device))
-    if adapter is not None:
-        load_adapter(model, adapter)
-        merge_and_unload(model)
+    if adapter is None:
+        model = load_causal_lm(folder, dtype=dtype, device=choose_device(device))
+    else:
+        task = read_adapter_config(Path(adapter) / ADAPTER_CONFIG).task_type
+        if task != "CAUSAL_LM":
+            raise ConfigError(f"{adapter}: a {task} adapter, not a language model's (CAUSAL_LM)")
+        model = load_adapted(adapter, folder, dtype=dtype, device=choose_device(device), merged=True)
     system = default_system_from_dir(folder) if kind == "chatml" else DEFAULT_SYSTEM
-    name = folder.name + (f"+{Path(adapter).name}" if adapter is not None else "")
+    name = f"{folder.parent.name}/{folder.name}" if folder.name == "model" and folder.parent.name else folder.name
+    name += f"+{Path(adapter).name}" if adapter is not None else ""
     return Engine(model, tok, kind, default_system=system, name=name)
 
 
