@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 from lm.errors import ConfigError, SpecialTokenError, TokenizerFileError
 from lm.tokenizers.gpt2 import GPT2Tokenizer
 from lm.tokenizers.hf_json import TOKENIZER_CONFIG, read_tokenizer_config
+from lm.utils import atomic_write_json
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 DEFAULT_SYSTEM = "You are a helpful assistant."        # Qwen2-Instruct's (and the fixture's)
@@ -174,3 +175,11 @@ def default_system_from_dir(folder: str | os.PathLike) -> str | None:
         raise TokenizerFileError(os.path.join(folder, TOKENIZER_CONFIG),
                                  "chat_template is not ChatML (<|im_start|> ... <|im_end|>); not implemented")
     return default_system_from_template(template)
+
+
+def write_chat_template(folder: str | os.PathLike, template: str, **settings) -> None:
+    """Set `chat_template` (and any other `settings`, e.g. eos_token) in the folder's
+    tokenizer_config.json, keeping what is already there; written atomically."""
+    config = read_tokenizer_config(folder)
+    config.update(settings, chat_template=template)
+    atomic_write_json(os.path.join(folder, TOKENIZER_CONFIG), config)
