@@ -21,11 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 import chat_models
 from lm.chat import load_engine
 from lm.chat import main as chat_main
-from lm.inference.engine import Settings
+from lm.inference.engine import Engine, Settings
 from lm.labeling.hosted import ChatClient, EndpointConfig, HostedLabeller, Secret
 from lm.serve import main as serve_main
 from lm.serve.server import Server
@@ -232,6 +233,37 @@ def test_every_malformed_request_gets_a_400_and_the_server_keeps_serving(engine)
         assert request(server, "GET", "/nowhere")[0] == 404 and request(server, "POST", "/v1/nowhere", good)[0] == 404
         status, again = request(server, "POST", CHAT, good)
         assert status == 200 and again["choices"] == expected["choices"]
+
+
+class Slow(torch.nn.Module):
+    """The model of an engine, 20 ms a step, counting its steps."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config, self.steps = model, model.config, 0
+
+    def new_cache(self, batch, max_len):
+        return self.model.new_cache(batch, max_len)
+
+    def forward(self, *args, **kwargs):
+        self.steps += 1
+        time.sleep(0.02)
+        return self.model(*args, **kwargs)
+
+
+def test_a_client_that_goes_away_stops_its_generation(engine):
+    slow = Engine(Slow(engine.model), engine.tokenizer, engine.format, engine.default_system, "slow")
+    with serving(slow) as server:
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 100, "temperature": 0, "stream": True})
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body.encode()))
+            assert b'"text": ' in s.recv(4096) or b'"text": ' in s.recv(4096)   # headers, then the first piece
+        assert slow.lock.acquire(timeout=30)                       # the generation ends soon after
+        slow.lock.release()
+        assert slow.model.steps < 50                               # of the 100 asked for
+        status, r = request(server, "POST", TEXT, {"prompt": "Hi", "max_tokens": 2})
+        assert status == 200 and r["usage"]["completion_tokens"] == 2
 
 
 def test_api_key_required_and_never_logged(engine, folders, capfd, monkeypatch):
