@@ -37,8 +37,8 @@ from lm.tokenizers.chat import DEFAULT_SYSTEM, chat_format, default_system_from_
 from lm.tokenizers.hf_json import tokenizer_from_dir
 from lm.utils import choose_device
 
-FORMAT_NAMES = {"chatml": "ChatML", "book": "the book's ChatML-like format (instruct_sft)",
-                None: "none: a plain language model, your text is continued"}
+FORMAT_NAMES = {"chatml": "ChatML", "book": "the book's ChatML-like format",
+                None: "no chat template: your text is continued"}
 
 
 def load_engine(folder: str | Path, adapter: str | Path | None = None, device: str | None = None,
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
         print("error: --system needs a model with a chat template", file=sys.stderr)
         return 2
     chat = Chat(engine, settings, out, args.system, args.seed)
-    chat.say(f"[{engine.name}: chat format {FORMAT_NAMES[engine.format]}; context {engine.context} tokens; "
+    chat.say(f"[{engine.name}: {FORMAT_NAMES[engine.format]}; context {engine.context} tokens; "
              f"/reset, /quit; Ctrl-C stops a reply]")
     while True:
         try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import secrets
 import socket
 import sys
@@ -35,7 +34,6 @@ from lm.serve.page import render_page
 from lm.serve.protocol import (CHAT, TEXT, ApiError, chunk, completion, event, parse_body, parse_request,
                                usage_chunk)
 
-log = logging.getLogger("lm.serve")
 ROUTES = {"/v1/chat/completions": CHAT, "/v1/completions": TEXT}
 GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, socket.timeout)
 
@@ -66,6 +64,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "lm-serve"
     timeout = 60                    # seconds a client may take to send its request
     server: Server
+    started = False                 # has this request's response begun? (then no error reply can follow)
 
     # ---------------------------------------------------------------- plumbing
     def log_message(self, format: str, *args) -> None:
@@ -73,8 +72,6 @@ class Handler(BaseHTTPRequestHandler):
             text = f"{self.address_string()} {format % args}"
             key = self.server.api_key
             sys.stderr.write((key.redact(text) if key is not None else text) + "\n")
-
-    started = False                 # has this request's response begun? (then no error reply can follow)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self.started = True
