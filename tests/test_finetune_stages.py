@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from conftest import REPO
+from lm.chat import load_engine
 from lm.errors import DataError
 from lm.finetune.emotion import label_scores, load_emotion_data
 from lm.finetune.lora import load_adapter, lora_layers
+from lm.finetune.sft import IM_END, generate_completions, instruct_pair
+from lm.inference.engine import Settings
 from lm.models.gpt2 import GPT2, GPT2Config, GPT2ForSequenceClassification
 from lm.stages import RunConfig, load_stage
 from lm.tokenizers.gpt2 import GPT2Tokenizer
@@ -108,6 +111,15 @@ def test_instruct_sft_stage(tiny_run):
     assert m["train_examples"] == 36 and m["test_examples"] == 4              # the book's 90/10 split
     assert 0 <= m["exact_match"] <= 1 and len(m["loss_per_epoch"]) == 2 and len(m["samples"]) == 2
     assert (out / "metrics.jsonl").is_file()
+    engine = load_engine(m["model_dir"])              # saved where `python -m lm.chat` takes it
+    assert m["model_dir"] == str(out / "model") and engine.format == "book"
+    tok = engine.tokenizer                              # the chat asks as the stage's evaluation asks
+    for question in ("Hi", "What is 2 + 2?"):
+        stage = generate_completions(engine.model, tok, [instruct_pair(question, "").prompt], 6, eos_id=tok.eot_id,
+                                     stop_strings=[IM_END])[0]
+        ids = engine.encode_chat([{"role": "user", "content": question}])
+        assert ids == tok.encode(instruct_pair(question, "").prompt)          # the prompt it was trained on
+        assert engine.reply(ids, Settings(max_new_tokens=6)).run().text.strip() == stage.strip()
 
 
 def test_bad_emotion_files_are_one_clear_error(tmp_path):

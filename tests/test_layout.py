@@ -17,7 +17,7 @@ LAYERS = {
     "lm.ngram": 2, "lm.models": 2, "lm.checkpoints": 2,
     "lm.training": 3, "lm.inference": 3,
     "lm.finetune": 4, "lm.rl": 4, "lm.labeling": 4,
-    "lm.stages": 5, "lm.report": 6, "lm.plots": 6,
+    "lm.stages": 5, "lm.report": 6, "lm.plots": 6, "lm.chat": 6, "lm.serve": 6,
 }
 # Imports allowed inside functions: optional dependencies only.
 OPTIONAL = {"matplotlib"}

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from conftest import REPO, SHARED_FIXTURES
+from lm.chat import load_engine
 from lm.finetune.lora import load_adapter, lora_layers
 from lm.finetune.sft import IM_END, SFTExamples, chatml_stop_id, chatml_tokenizer, instruct_pair
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.models.qwen2 import Qwen2, Qwen2ForSequenceClassification
 from lm.stages import RunConfig, load_stage
 from lm.stages.preflight import preflight
+from lm.tokenizers.chat import IM_START
 from lm.tokenizers.gpt2 import GPT2Tokenizer
 from lm.tokenizers.hf_json import tokenizer_from_dir
 
@@ -150,6 +152,10 @@ def test_instruct_sft_with_a_qwen2_folder(qwen2, data_dir, tmp_path):
     assert isinstance(m["exact_match"], float) and 0 <= m["exact_match"] <= 1
     assert len(m["loss_per_epoch"]) == 1 and 0 < m["loss_per_epoch"][0] < 20 and m["steps"] == 18 // 8
     assert len(m["samples"]) == 2 and m["base_model"] == f"qwen2 weights from --model {qwen2}"
+    engine = load_engine(m["model_dir"])               # the book's format, markers as Qwen2's special ids
+    assert engine.format == "book" and engine.markers == {IM_START, IM_END} and 752 not in engine.stop_ids
+    ids = engine.encode_chat([{"role": "user", "content": "Add 2 and 3."}])
+    assert ids == chatml_tokenizer(tokenizer_from_dir(qwen2)).encode(instruct_pair("Add 2 and 3.", "5").prompt)
 
 
 def test_chatml_markers_are_single_ids_and_im_end_ends_the_answer(qwen2):

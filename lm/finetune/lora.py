@@ -22,14 +22,22 @@ to merge them; Qwen2's are nn.Linear (out, in): `false`. The A and B matrices ar
 way (tests: fixture `gpt2_lora_peft`, made by PEFT, reproduces its logits here; with `peft`
 installed, adapters go both ways). PEFT's default targets (`default_target_modules`): `c_attn`
 for GPT-2, `q_proj` + `v_proj` for Qwen2.
-`modules_to_save` (modules trained in full, e.g. a classifier's `score`) are saved as PEFT does.
+`modules_to_save` (modules trained in full, e.g. a classifier's `score`) are saved as PEFT does;
+names that match no module are skipped as PEFT skips them (PEFT lists both "classifier" and
+"score" for every sequence classifier), but one must match.
 A tied output layer is no module, so LoRA cannot wrap it; `untie_output_layer` makes it one.
+
+`load_adapter` works out everything first (`plan_lora`: targets, shapes, keys) and changes the
+model only once the adapter is known to fit, so a refused adapter leaves the model as it was.
+`load_adapted(ADAPTER_DIR)` loads base and adapter in one call: the base from the adapter's
+`base_model_name_or_path` (or a given folder), the kind of model from its `task_type`.
 
     >>> model = GPT2.from_pretrained("runs/x/pretrained/gpt2")                    # doctest: +SKIP
     >>> add_lora(model, LoRAConfig(r=16, alpha=32, target_modules=["c_attn"]))    # doctest: +SKIP
     >>> count_parameters(model)                                                   # doctest: +SKIP
     (16384, 685568)
     >>> save_adapter(model, "runs/adapter"); load_adapter(fresh_model, "runs/adapter")  # doctest: +SKIP
+    >>> classifier = load_adapted("runs/x/emotion_lora/adapter")                       # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -44,7 +52,9 @@ import torch.nn as nn
 
 from lm.checkpoints.hf import load_torch_bin, read_config
 from lm.checkpoints.safetensors import load_safetensors, save_safetensors
+from lm.data.download import model_folder
 from lm.errors import CheckpointError, ConfigError
+from lm.models.auto import load_causal_lm, load_sequence_classifier, model_type
 from lm.models.fast_linear import linear
 from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
 from lm.models.qwen2 import Qwen2, Qwen2ForSequenceClassification
@@ -172,33 +182,67 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
-def add_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> dict[str, LoRALinear]:
-    """Freeze `model` and wrap every target projection in a LoRALinear (in place); return them.
+@dataclass
+class LoRAPlan:
+    """What `add_lora` will do to a model, worked out (and checked) before anything changes."""
+    targets: dict[str, tuple[nn.Linear, int, float]]   # module name -> (the linear layer, r, alpha)
+    saved: list[str]                                    # full names of the modules trained in full
 
-    `cfg.modules_to_save` stay trainable in full. The config is kept as `model.lora_config`.
-    """
-    cfg = cfg or LoRAConfig()
+    def shapes(self, model: nn.Module) -> dict[str, torch.Size]:
+        """The adapter's tensors under PEFT's key names, with their shapes (what `adapter_state`
+        will hold once the model is wrapped)."""
+        out = {}
+        for name, (layer, r, _) in self.targets.items():
+            key = adapter_key(model, name)
+            out[f"{key}.lora_A.weight"] = torch.Size([r, layer.in_features])
+            out[f"{key}.lora_B.weight"] = torch.Size([layer.out_features, r])
+        for name in self.saved:
+            for pname, p in model.get_submodule(name).named_parameters():
+                out[f"{adapter_key(model, name)}.{pname}"] = p.shape
+        return out
+
+
+def plan_lora(model: nn.Module, cfg: LoRAConfig) -> LoRAPlan:
+    """Check that `cfg` fits `model` and say which layers it wraps, changing nothing (ConfigError).
+
+    Targets are matched on the Hugging Face module names (`hf_name`), as PEFT matches them."""
     cfg.validate()
     if lora_layers(model):
         raise ConfigError("the model already has LoRA layers (merge_and_unload it first)")
-    names = [n for n, _ in model.named_modules() if n and cfg.targets(n)]
+    names = [n for n, _ in model.named_modules() if n and cfg.targets(hf_name(model, n))]
     if not names:
         linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
         raise ConfigError(f"target_modules {cfg.target_modules!r} match no module of {type(model).__name__} "
                           f"(its linear layers: {', '.join(linears[:6])}{', ...' if len(linears) > 6 else ''})")
+    targets = {}
+    for name in names:
+        module = model.get_submodule(name)
+        if not isinstance(module, nn.Linear):
+            raise ConfigError(f"target module {name} is a {type(module).__name__}; LoRA wraps linear layers only")
+        r, alpha = cfg.rank_alpha(hf_name(model, name))
+        targets[name] = (module, r, alpha)
+    return LoRAPlan(targets, saved_modules(model, cfg))
+
+
+def add_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> dict[str, LoRALinear]:
+    """Freeze `model` and wrap every target projection in a LoRALinear (in place); return them.
+
+    `cfg.modules_to_save` stay trainable in full. The config is kept as `model.lora_config`.
+    Everything is checked first (`plan_lora`): a ConfigError leaves the model as it was.
+    """
+    cfg = cfg or LoRAConfig()
+    return _apply(model, cfg, plan_lora(model, cfg))
+
+
+def _apply(model: nn.Module, cfg: LoRAConfig, plan: LoRAPlan) -> dict[str, LoRALinear]:
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = {}
-    for name in names:
+    for name, (module, r, alpha) in plan.targets.items():
         parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        module = getattr(parent, child)
-        if not isinstance(module, nn.Linear):
-            raise ConfigError(f"target module {name} is a {type(module).__name__}; LoRA wraps linear layers only")
-        r, alpha = cfg.rank_alpha(name)
         wrapped[name] = LoRALinear(module, r, alpha, cfg.dropout, cfg.use_rslora)
-        setattr(parent, child, wrapped[name])
-    for name in saved_modules(model, cfg):
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapped[name])
+    for name in plan.saved:
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
     model.lora_config = cfg
@@ -206,15 +250,29 @@ def add_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> dict[str, LoRAL
 
 
 def saved_modules(model: nn.Module, cfg: LoRAConfig) -> list[str]:
-    """Full names of the modules `cfg.modules_to_save` names (PEFT matches them like targets:
-    the name itself or a module whose name ends in ".name")."""
-    out = []
-    for short in cfg.modules_to_save or []:
-        found = [n for n, _ in model.named_modules() if n == short or n.endswith("." + short)]
-        if not found:
-            raise ConfigError(f"modules_to_save: {type(model).__name__} has no module {short!r}")
-        out += found
+    """Full names of the modules `cfg.modules_to_save` names, matched as PEFT matches them (the
+    name itself or a module whose name ends in ".name"). A name that matches nothing is skipped,
+    as PEFT skips it: a sequence-classification adapter lists both heads' names, "classifier" and
+    "score", and a model has one of them. At least one must match (ConfigError otherwise)."""
+    out, wanted = [], cfg.modules_to_save or []
+    for short in wanted:
+        out += [n for n, _ in model.named_modules() if n and (hf_name(model, n) == short
+                                                              or hf_name(model, n).endswith("." + short))]
+    if wanted and not out:
+        raise ConfigError(f"modules_to_save: {type(model).__name__} has no module {' or '.join(map(repr, wanted))}")
     return out
+
+
+def hf_name(model: nn.Module, name: str) -> str:
+    """A module's name in the Hugging Face model PEFT wraps. Ours are the same, except for the bare
+    GPT-2 (`GPT2Base`, PEFT's FEATURE_EXTRACTION task), whose blocks sit under `transformer.`
+    here and at the top in `transformers`' GPT2Model."""
+    return name.removeprefix("transformer.") if isinstance(model, GPT2Base) else name
+
+
+def adapter_key(model: nn.Module, name: str) -> str:
+    """The key prefix of module `name`'s tensors in an adapter file: `base_model.model.<HF name>`."""
+    return PREFIX + hf_name(model, name)
 
 
 def merge(model: nn.Module) -> None:
@@ -286,11 +344,11 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
         raise ConfigError("the model has no LoRA adapter (call add_lora or load_adapter first)")
     out = {}
     for name, m in lora_layers(model).items():
-        out[f"{PREFIX}{name}.lora_A.weight"] = m.lora_A.weight.detach().contiguous()
-        out[f"{PREFIX}{name}.lora_B.weight"] = m.lora_B.weight.detach().contiguous()
+        out[f"{adapter_key(model, name)}.lora_A.weight"] = m.lora_A.weight.detach().contiguous()
+        out[f"{adapter_key(model, name)}.lora_B.weight"] = m.lora_B.weight.detach().contiguous()
     for name in saved_modules(model, cfg):
         for pname, p in model.get_submodule(name).named_parameters():
-            out[f"{PREFIX}{name}.{pname}"] = p.detach().contiguous()
+            out[f"{adapter_key(model, name)}.{pname}"] = p.detach().contiguous()
     return out
 
 
@@ -347,29 +405,35 @@ def read_adapter_config(path: str | os.PathLike) -> LoRAConfig:
     return cfg
 
 
+def adapter_tensors(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Path]:
+    """The adapter's tensors (adapter_model.safetensors, else adapter_model.bin) and their file."""
+    folder = Path(folder)
+    if (folder / WEIGHTS_NAME).is_file():
+        return load_safetensors(folder / WEIGHTS_NAME), folder / WEIGHTS_NAME
+    if (folder / WEIGHTS_BIN).is_file():
+        return load_torch_bin(folder / WEIGHTS_BIN), folder / WEIGHTS_BIN
+    raise CheckpointError(folder, f"no adapter weights (expected {WEIGHTS_NAME} or {WEIGHTS_BIN})")
+
+
 def load_adapter(model: nn.Module, folder: str | os.PathLike) -> LoRAConfig:
     """Wrap `model` as `folder`'s adapter says and load its weights (PEFT's format, or ours).
 
-    Every expected tensor must be there with its shape, and nothing else: CheckpointError names
-    the keys otherwise. Returns the adapter's config.
+    Everything is checked before the model changes: the config (`read_adapter_config`), that its
+    targets and modules_to_save fit the model (`plan_lora`), and that every expected tensor is in
+    the file with its shape and a floating dtype, and nothing else. A refused adapter raises
+    CheckpointError naming the file and the keys, and leaves the model exactly as it was (so a
+    second try, with a good adapter, works). Returns the adapter's config.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(folder, "adapter folder does not exist")
     cfg = read_adapter_config(folder / CONFIG_NAME)
-    if (folder / WEIGHTS_NAME).is_file():
-        path = folder / WEIGHTS_NAME
-        tensors = load_safetensors(path)
-    elif (folder / WEIGHTS_BIN).is_file():
-        path = folder / WEIGHTS_BIN
-        tensors = load_torch_bin(path)
-    else:
-        raise CheckpointError(folder, f"no adapter weights (expected {WEIGHTS_NAME} or {WEIGHTS_BIN})")
+    tensors, path = adapter_tensors(folder)
     try:
-        add_lora(model, cfg)
+        plan = plan_lora(model, cfg)
     except ConfigError as e:
         raise CheckpointError(folder / CONFIG_NAME, str(e)) from None
-    expected = {k: v.shape for k, v in adapter_state(model).items()}
+    expected = plan.shapes(model)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise CheckpointError(path, f"adapter keys do not fit the model: missing {missing[:4]}, "
@@ -377,14 +441,70 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> LoRAConfig:
     bad = [f"{k} {list(tensors[k].shape)} (expected {list(s)})" for k, s in expected.items() if tensors[k].shape != s]
     if bad:
         raise CheckpointError(path, f"wrong shapes: {'; '.join(bad[:4])}")
+    ints = [k for k, t in tensors.items() if not t.is_floating_point()]
+    if ints:
+        raise CheckpointError(path, f"not floating-point tensors: {', '.join(ints[:4])}")
+    _apply(model, cfg, plan)                        # nothing can fail from here on
+    by_key = {adapter_key(model, name): name for name, _ in model.named_modules() if name}
     layers = lora_layers(model)
     with torch.no_grad():
         for key, t in tensors.items():
-            name, _, pname = key[len(PREFIX):].rpartition(".")          # ("...c_attn.lora_A", "weight")
-            owner, _, part = name.rpartition(".")
-            if owner in layers and part in ("lora_A", "lora_B"):
-                getattr(layers[owner], part).weight.copy_(t)
+            owner_key, _, pname = key.rpartition(".")            # ("...c_attn.lora_A", "weight")
+            owner, _, part = owner_key.rpartition(".")
+            if part in ("lora_A", "lora_B") and by_key.get(owner) in layers:
+                getattr(layers[by_key[owner]], part).weight.copy_(t)
             else:
-                model.get_submodule(name).get_parameter(pname).copy_(t)
+                model.get_submodule(by_key[owner_key]).get_parameter(pname).copy_(t)
     return cfg
 
+
+# --------------------------------------------------------------------------------------------
+# Base model + adapter in one call
+# --------------------------------------------------------------------------------------------
+
+# PEFT's task types -> the kind of model its adapters go on (None: no such model here).
+TASK_MODELS = {"CAUSAL_LM": "causal_lm", "SEQ_CLS": "classifier", "FEATURE_EXTRACTION": "base",
+               "TOKEN_CLS": None, "QUESTION_ANS": None, "SEQ_2_SEQ_LM": None}
+
+
+def adapter_base(adapter: str | os.PathLike, base: str | os.PathLike | None = None) -> Path:
+    """The base model folder of an adapter: `base` if given, else adapter_config.json's
+    `base_model_name_or_path`, a folder (as given, or relative to the adapter folder: PEFT
+    writes what it was given) or a hub name we can fetch (`lm.data.download.model_folder`)."""
+    adapter = Path(adapter).expanduser()
+    config_path = adapter / CONFIG_NAME
+    name = base if base is not None else read_config(config_path).get("base_model_name_or_path")
+    if not name or not isinstance(name, (str, os.PathLike)):
+        raise CheckpointError(config_path, "no base_model_name_or_path: give the base model's folder")
+    for folder in (Path(name).expanduser(), adapter / name):
+        if (folder / "config.json").is_file():
+            return folder
+    try:
+        return model_folder(str(name))
+    except ConfigError as e:
+        raise CheckpointError(config_path, f"base model {str(name)!r} is no model folder here or next to the "
+                                           f"adapter, nor a hub name we know ({e}); give the base model's folder") from None
+
+
+def load_adapted(adapter: str | os.PathLike, base: str | os.PathLike | None = None, dtype=None,
+                 device: str | torch.device = "cpu", merged: bool = False) -> nn.Module:
+    """Base model plus adapter in one call: the base folder from `adapter_base`, the kind of model
+    from the adapter's task_type (CAUSAL_LM: GPT-2 or Qwen2 as config.json says; SEQ_CLS: the
+    classifier; FEATURE_EXTRACTION: the bare GPT-2), the adapter loaded, and with `merged`,
+    merged into the weights (`merge_and_unload`)."""
+    adapter = Path(adapter).expanduser()
+    cfg = read_adapter_config(adapter / CONFIG_NAME)
+    folder = adapter_base(adapter, base)
+    kind = TASK_MODELS.get(cfg.task_type, "unknown")
+    if kind == "causal_lm":
+        model = load_causal_lm(folder, dtype=dtype, device=device)
+    elif kind == "classifier":
+        model = load_sequence_classifier(folder, dtype=dtype, device=device)
+    elif kind == "base" and model_type(folder) == "gpt2":
+        model = GPT2Base.from_pretrained(folder, dtype=dtype, device=device)
+    else:
+        raise CheckpointError(adapter / CONFIG_NAME, f"task_type {cfg.task_type!r} on a {model_type(folder)} model "
+                                                     "is not implemented here (CAUSAL_LM, SEQ_CLS; FEATURE_EXTRACTION "
+                                                     "for GPT-2)")
+    load_adapter(model, adapter)
+    return merge_and_unload(model) if merged else model

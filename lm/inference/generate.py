@@ -22,10 +22,16 @@ tokens, so each row computes what it would alone (tests: batched == one by one).
 
 Returns the prompts (left-padded) followed by the new tokens, shape (B, prompt_len + steps);
 rows that stopped early are filled with `pad_token_id` after their stop token.
+
+Streaming (a chat, a server) walks the same loop one step at a time: `generate_steps` yields each
+step's (B,) ids, `stream_ids` the ids of one prompt; stopping the iteration stops the work.
+
+    >>> for t in stream_ids(model, tok.encode("Once upon"), 50):                         # doctest: +SKIP
+    ...     print(tok.decode([t]), end="", flush=True)
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Generator, Iterator, Sequence
 
 import torch
 
@@ -75,6 +81,33 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor | Sequence[Sequence
     generator:       a torch.Generator for reproducible sampling
     vocab_limit:     ids >= this are never produced (a tokenizer smaller than the model's embedding,
                      e.g. Qwen2 pads 151,665 tokens to 151,936 rows)
+    """
+    steps = generate_steps(model, input_ids, max_new_tokens, attention_mask=attention_mask, sampling=sampling,
+                           stop_token_ids=stop_token_ids, stop_strings=stop_strings, decode=decode,
+                           pad_token_id=pad_token_id, use_cache=use_cache, generator=generator,
+                           vocab_limit=vocab_limit)
+    while True:
+        try:
+            next_ids = next(steps)
+        except StopIteration as done:
+            return done.value
+        if on_token is not None:
+            on_token(next_ids)
+
+
+@torch.no_grad()
+def generate_steps(model: torch.nn.Module, input_ids: torch.Tensor | Sequence[Sequence[int]], max_new_tokens: int,
+                   *, attention_mask: torch.Tensor | None = None, sampling: SamplingConfig | None = None,
+                   stop_token_ids: Sequence[int] = (), stop_strings: Sequence[str] = (),
+                   decode: Callable[[list[int]], str] | None = None, pad_token_id: int | None = None,
+                   use_cache: bool = True, generator: torch.Generator | None = None,
+                   vocab_limit: int | None = None) -> Generator[torch.Tensor, None, torch.Tensor]:
+    """`generate` as an iterator: yields the (B,) new ids of every step, as they are made.
+
+    The arguments are `generate`'s (checked at the first `next`). The consumer may stop at any
+    step (`break`, or an exception such as Ctrl-C's KeyboardInterrupt): nothing more is computed.
+    Run to the end, the generator returns `generate`'s output (as `StopIteration.value`).
+    `generate` is this loop plus its `on_token` callback, so there is one sampling loop.
     """
     cfg = getattr(model, "config", None)
     vocab_size = getattr(cfg, "vocab_size", None) or 2**62
@@ -136,8 +169,7 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor | Sequence[Sequence
         cur += 1
         if counts is not None:
             counts.scatter_add_(1, next_ids[:, None], (~finished).to(counts.dtype)[:, None])
-        if on_token is not None:
-            on_token(next_ids)
+        yield next_ids
         if stop_ids.numel():
             finished |= torch.isin(next_ids, stop_ids)
         if stop_strings:
@@ -147,6 +179,13 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor | Sequence[Sequence
         if bool(finished.all()):
             break
     return out[:, :cur]
+
+
+def stream_ids(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens: int, **kwargs) -> Iterator[int]:
+    """The new token ids of one prompt, one at a time as they are generated (`generate_steps` with
+    a batch of one; `kwargs` are generate's). A stop token is yielded, then the stream ends."""
+    for next_ids in generate_steps(model, [list(prompt)], max_new_tokens, **kwargs):
+        yield int(next_ids[0])
 
 
 def generate_text(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int,

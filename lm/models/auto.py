@@ -2,6 +2,7 @@
 
     >>> model = load_causal_lm("runs/pretrained/gpt2")                               # doctest: +SKIP
     >>> model = load_causal_lm("~/.cache/lm/qwen/Qwen2.5-0.5B-Instruct", dtype="auto")  # doctest: +SKIP
+    >>> classifier = load_sequence_classifier("runs/x/emotion_classifier/model")      # doctest: +SKIP
 
 The tokenizer of the same folder: `lm.tokenizers.hf_json.tokenizer_from_dir(folder)`. Both kinds
 of model speak the one generation protocol, so what follows (generate, SFT, GRPO) needs no branch;
@@ -40,6 +41,14 @@ def load_causal_lm(folder: str | os.PathLike, dtype: torch.dtype | str | None = 
     """
     folder = Path(folder).expanduser()
     return CAUSAL_LM[model_type(folder)].from_pretrained(folder, dtype=dtype, device=device)
+
+
+def load_sequence_classifier(folder: str | os.PathLike, dtype: torch.dtype | str | None = None,
+                             device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The sequence classifier saved in `folder` (GPT-2's or Qwen2's, with its `score` head), in
+    eval mode; `dtype` as for `load_causal_lm`."""
+    folder = Path(folder).expanduser()
+    return CLASSIFIER[model_type(folder)].from_pretrained(folder, dtype=dtype, device=device)
 
 
 def context_length(config) -> int | None:

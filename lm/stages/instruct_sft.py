@@ -9,6 +9,11 @@ generation path, stopped at "<|im_end|>", compared after the book's normalisatio
 data's answers are checkable (arithmetic, counting, sorting, facts of the toy world); the real
 data's (Alpaca) are free text, where exact match is close to 0 by nature.
 
+The tuned model is saved in `OUT/instruct_sft/model` (Hugging Face layout: config.json,
+model.safetensors, the tokenizer, and tokenizer_config.json's `chat_template` set to the format it
+was trained on, `lm.tokenizers.chat.BOOK_CHAT_TEMPLATE`), ready for `python -m lm.chat` and
+`python -m lm.serve`.
+
 With `--model` a Qwen2 folder's tokenizer has `<|im_start|>` / `<|im_end|>` as special tokens: the
 same template is then read with the markers as their single ids (`chatml_tokenizer`), and
 `<|im_end|>` itself ends the answer (training target and stop id; no EOS after it).
@@ -24,7 +29,8 @@ from lm.finetune.sft import (IM_END, SFTExamples, chatml_stop_id, chatml_tokeniz
                              generate_completions, instruct_pair, normalize)
 from lm.models.auto import context_length
 from lm.stages import RunConfig, quick_full
-from lm.stages.emotion_sft import FinetuneSettings, load_lm, setup
+from lm.stages.emotion_sft import FinetuneSettings, Setup, load_lm, save_tokenizer, setup
+from lm.tokenizers.chat import BOOK_CHAT_TEMPLATE, write_chat_template
 
 KEY_METRICS = ["exact_match", "loss_per_epoch"]
 DATA_FILES = ["instruct/instruct.jsonl"]
@@ -44,8 +50,8 @@ class Settings(FinetuneSettings):
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     st = setup(cfg, s, data_dir)
-    model, tok, eos = load_lm(st)
-    stop, tok = chatml_stop_id(tok, eos), chatml_tokenizer(tok)     # GPT-2: eos and tok unchanged
+    model, base_tok, eos = load_lm(st)
+    stop, tok = chatml_stop_id(base_tok, eos), chatml_tokenizer(base_tok)     # GPT-2: eos and tok unchanged
     train_rows, test_rows = book_split(book_shuffle(load_instruct(data_file(data_dir, "instruct/instruct.jsonl"))))
     context = context_length(model.config)
     train_ex = SFTExamples([instruct_pair(r.instruction, r.solution) for r in train_rows[:st.max_train]], tok,
@@ -57,10 +63,21 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     answers = generate_completions(model, tok, prompts, s.max_new_tokens, eos_id=stop,
                                    stop_strings=[IM_END], batch_size=s.eval_batch)
     golds = [r.solution for r in test_rows]
+    folder = save_chat_model(st, model, base_tok, context, out_dir / "model")
     return {"exact_match": round(exact_match(answers, golds), 4), "loss_per_epoch": res["loss_per_epoch"],
             "train_examples": len(train_ex), "test_examples": len(test_rows), "truncated_examples": train_ex.truncated,
             "samples": [{"instruction": r.instruction, "answer": a.strip(), "reference": r.solution,
                          "match": normalize(a) == normalize(r.solution)}
                         for r, a in list(zip(test_rows, answers))[:s.samples]],
             **{k: res.get(k) for k in ("steps", "tokens", "val_loss", "seconds_train", "tokens_per_s")},
-            "base_model": st.base_model}
+            "base_model": st.base_model, "model_dir": str(folder)}
+
+
+def save_chat_model(st: Setup, model, tok, context: int | None, folder: Path) -> Path:
+    """The tuned model where `python -m lm.chat FOLDER` takes it: weights, tokenizer, and the chat
+    template it was trained on (the book's format, whatever the base's own template was)."""
+    model.save_pretrained(folder)
+    save_tokenizer(st, tok, folder)
+    extra = {} if st.any_family else {"tokenizer_class": "GPT2Tokenizer", "model_max_length": context}
+    write_chat_template(folder, BOOK_CHAT_TEMPLATE, **extra)
+    return folder

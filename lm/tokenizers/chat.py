@@ -19,6 +19,13 @@ from the folder's tokenizer_config.json `chat_template`, so it follows the model
 
 Qwen2.5's template also renders tool calls; we implement plain conversations (system, user and
 assistant messages with text content) and refuse the rest by name.
+
+The book's instruction tuning (5.3.3, stage `instruct_sft`) writes a variant, `apply_book_template`:
+a newline before every `<|im_end|>`, and the answer right after "assistant" (no newline). GPT-2
+has no such special tokens, so there the markers are plain text. `instruct_sft` saves its model
+with this template (`BOOK_CHAT_TEMPLATE`, as Jinja in tokenizer_config.json, so `transformers`
+renders it too), and `chat_format` tells the three kinds of folder apart: "chatml", "book", or
+None (no template: a plain language model, which continues text).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from typing import Mapping, Sequence
 from lm.errors import ConfigError, SpecialTokenError, TokenizerFileError
 from lm.tokenizers.gpt2 import GPT2Tokenizer
 from lm.tokenizers.hf_json import TOKENIZER_CONFIG, read_tokenizer_config
+from lm.utils import atomic_write_json
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 DEFAULT_SYSTEM = "You are a helpful assistant."        # Qwen2-Instruct's (and the fixture's)
@@ -38,19 +46,12 @@ ROLES = ("system", "user", "assistant")
 _DEFAULT_TURN = re.compile(r"""'<\|im_start\|>system\\n((?:[^'\\]|\\.)*?)<\|im_end\|>\\n'""")
 
 
-def apply_chat_template(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False,
-                        default_system: str | None = DEFAULT_SYSTEM) -> str:
-    """The conversation as ChatML text: each message `<|im_start|>{role}\\n{content}<|im_end|>\\n`.
-
-    `default_system` goes in front (as a system message) when the first message is not one;
-    None puts nothing there. `add_generation_prompt` appends `<|im_start|>assistant\\n`.
-    """
+def _check_messages(messages: Sequence[Mapping[str, str]]) -> None:
     if not messages:
-        raise ConfigError("apply_chat_template: the conversation has no messages")
-    parts = []
-    if messages[0].get("role") != "system" and default_system is not None:
-        parts.append(f"{IM_START}system\n{default_system}{IM_END}\n")
+        raise ConfigError("the conversation has no messages")
     for n, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise ConfigError(f"message {n}: expected an object with role and content, got {type(m).__name__}")
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
             raise ConfigError(f"message {n}: role {role!r} is not implemented (only {', '.join(ROLES)})")
@@ -59,10 +60,79 @@ def apply_chat_template(messages: Sequence[Mapping[str, str]], add_generation_pr
         extra = sorted(set(m) - {"role", "content"})
         if extra:
             raise ConfigError(f"message {n}: {', '.join(extra)} not implemented (tool calls need Qwen's full template)")
-        parts.append(f"{IM_START}{role}\n{content}{IM_END}\n")
+
+
+def apply_chat_template(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False,
+                        default_system: str | None = DEFAULT_SYSTEM) -> str:
+    """The conversation as ChatML text: each message `<|im_start|>{role}\\n{content}<|im_end|>\\n`.
+
+    `default_system` goes in front (as a system message) when the first message is not one;
+    None puts nothing there. `add_generation_prompt` appends `<|im_start|>assistant\\n`.
+    """
+    _check_messages(messages)
+    parts = []
+    if messages[0]["role"] != "system" and default_system is not None:
+        parts.append(f"{IM_START}system\n{default_system}{IM_END}\n")
+    for m in messages:
+        parts.append(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n")
     if add_generation_prompt:
         parts.append(f"{IM_START}assistant\n")
     return "".join(parts)
+
+
+# The book's variant as a Jinja chat template (what `instruct_sft` writes to tokenizer_config.json).
+BOOK_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '\\n<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.\\n<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if not (loop.first and message['role'] == 'system') %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant' + message['content'] + '\\n<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '\\n<|im_end|>\\n' }}"
+    "{%- endif %}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant' }}{%- endif %}")
+
+
+def apply_book_template(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False) -> str:
+    """The conversation in the book's ChatML-like format (5.3.3), as `BOOK_CHAT_TEMPLATE` renders it.
+
+    >>> apply_book_template([{"role": "user", "content": "2+2?"}], add_generation_prompt=True)
+    '<|im_start|>system\\nYou are a helpful assistant.\\n<|im_end|>\\n<|im_start|>user\\n2+2?\\n<|im_end|>\\n<|im_start|>assistant'
+
+    An assistant message is "<|im_start|>assistant{content}\\n<|im_end|>\\n": the form the model
+    was trained to write after the generation prompt.
+    """
+    _check_messages(messages)
+    parts = [] if messages[0]["role"] == "system" else [f"{IM_START}system\n{DEFAULT_SYSTEM}\n{IM_END}\n"]
+    for m in messages:
+        sep = "" if m["role"] == "assistant" else "\n"
+        parts.append(f"{IM_START}{m['role']}{sep}{m['content']}\n{IM_END}\n")
+    if add_generation_prompt:
+        parts.append(f"{IM_START}assistant")
+    return "".join(parts)
+
+
+def chat_format(folder: str | os.PathLike, tokenizer: GPT2Tokenizer) -> str | None:
+    """The conversation format a model folder speaks:
+
+    "book"    tokenizer_config.json's chat_template is BOOK_CHAT_TEMPLATE (saved by `instruct_sft`)
+    "chatml"  the tokenizer has <|im_start|> and <|im_end|> as special tokens (Qwen2-Instruct);
+              a chat template, if any, must be ChatML (`default_system_from_dir` checks it)
+    None      no chat template and no ChatML tokens: a plain language model (continuation only)
+
+    Any other chat template is refused (TokenizerFileError): we would render it wrongly.
+    """
+    template = read_tokenizer_config(folder).get("chat_template")
+    if template == BOOK_CHAT_TEMPLATE:
+        return "book"
+    if IM_START in tokenizer.special_tokens and IM_END in tokenizer.special_tokens:
+        default_system_from_dir(folder)
+        return "chatml"
+    if template is None:
+        return None
+    raise TokenizerFileError(os.path.join(folder, TOKENIZER_CONFIG),
+                             "chat_template is neither ChatML nor the book's format (lm.tokenizers.chat); "
+                             "not implemented")
 
 
 def encode_chat(tokenizer: GPT2Tokenizer, messages: Sequence[Mapping[str, str]],
@@ -72,6 +142,7 @@ def encode_chat(tokenizer: GPT2Tokenizer, messages: Sequence[Mapping[str, str]],
     A message whose content holds a special-token string is refused (SpecialTokenError): it would
     become a real special token, letting text forge turns of the conversation.
     """
+    _check_messages(messages)
     for n, m in enumerate(messages):
         for t in tokenizer.special_tokens:
             if isinstance(m.get("content"), str) and t in m["content"]:
@@ -104,3 +175,11 @@ def default_system_from_dir(folder: str | os.PathLike) -> str | None:
         raise TokenizerFileError(os.path.join(folder, TOKENIZER_CONFIG),
                                  "chat_template is not ChatML (<|im_start|> ... <|im_end|>); not implemented")
     return default_system_from_template(template)
+
+
+def write_chat_template(folder: str | os.PathLike, template: str, **settings) -> None:
+    """Set `chat_template` (and any other `settings`, e.g. eos_token) in the folder's
+    tokenizer_config.json, keeping what is already there; written atomically."""
+    config = read_tokenizer_config(folder)
+    config.update(settings, chat_template=template)
+    atomic_write_json(os.path.join(folder, TOKENIZER_CONFIG), config)
