@@ -194,8 +194,11 @@ class Qwen2Config:
 
 
 def _rope_theta(d: dict, source: str) -> float:
-    """rope_theta from either layout; any rope type but the default one is refused."""
+    """rope_theta from either layout; any rope type but the default one is refused. Absent from
+    both: transformers' default 10000; given as null: refused (it is no base)."""
     theta = d.get("rope_theta")
+    if "rope_theta" in d and theta is None:
+        raise CheckpointError(source, "rope_theta must be a positive number, got None")
     for key in ("rope_parameters", "rope_scaling"):
         params = d.get(key)
         if params is None:
@@ -210,6 +213,8 @@ def _rope_theta(d: dict, source: str) -> float:
         if unknown:
             raise CheckpointError(source, f"{key}: {', '.join(unknown)} not implemented")
         if "rope_theta" in params:
+            if params["rope_theta"] is None:
+                raise CheckpointError(source, f"{key}.rope_theta must be a positive number, got None")
             if theta is not None and theta != params["rope_theta"]:
                 raise CheckpointError(source, f"rope_theta {show(theta)} and {key}.rope_theta "
                                               f"{show(params['rope_theta'])} disagree")
