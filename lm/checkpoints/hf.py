@@ -158,7 +158,8 @@ def check_layer_count(tensors: dict, path: Path, n_layers: int, block: str) -> N
     in config.json than in the file are left to `match_state`, which lists the unexpected keys."""
     found = {int(m.group(1)) for k in tensors if (m := re.search(rf"(?:^|\.){block}\.(\d+)\.", k))}
     if n_layers > len(found):
-        held = f"{len(found)} layers ({min(found)}-{max(found)})" if found else "no layers"
+        held = (f"{len(found)} layers ({min(found)}-{max(found)})" if len(found) > 1 else
+                f"1 layer ({min(found)})" if found else "no layers")
         raise CheckpointError(path.parent / "config.json",
                               f"num_hidden_layers is {n_layers:,} but the weights in {path.name} hold {held}")
 
