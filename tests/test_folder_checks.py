@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import SHARED_FIXTURES, needs_fixtures
-from lm.checkpoints.hf import check_fits_memory, physical_memory
+from lm.checkpoints.checks import check_fits_memory, physical_memory
 from lm.checkpoints.safetensors import load_safetensors, save_safetensors
 from lm.errors import CheckpointError, ConfigError, TokenizerFileError
 from lm.finetune.classifier import labels_of

@@ -42,7 +42,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from lm.checkpoints.hf import check_fits_memory, load_torch_bin, read_config
+from lm.checkpoints.checks import check_fits_memory
+from lm.checkpoints.hf import load_torch_bin, read_config
 from lm.checkpoints.safetensors import DTYPES, load_safetensors, read_safetensors_header, save_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import linear

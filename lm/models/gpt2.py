@@ -41,8 +41,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lm.checkpoints.hf import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
-                               check_token_id, gpt2_from_hf, gpt2_to_hf, read_config)
+from lm.checkpoints.checks import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
+                                   check_token_id)
+from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, read_config
 from lm.checkpoints.safetensors import save_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear

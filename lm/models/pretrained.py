@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from lm.checkpoints.hf import check_fits_memory, check_tokenizer_fits, load_folder
+from lm.checkpoints.checks import check_fits_memory
+from lm.checkpoints.hf import check_tokenizer_fits, load_folder
 from lm.errors import ConfigError
 
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

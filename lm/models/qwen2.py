@@ -42,8 +42,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lm.checkpoints.hf import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
-                               check_token_id, qwen2_from_hf, qwen2_to_hf, read_config, save_weights)
+from lm.checkpoints.checks import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
+                                   check_token_id)
+from lm.checkpoints.hf import qwen2_from_hf, qwen2_to_hf, read_config, save_weights
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear
 from lm.models.pretrained import HFPretrained
@@ -135,7 +136,8 @@ class Qwen2Config:
         """Build from a Hugging Face config dict, either layout: `rope_theta` / `torch_dtype` at the top
         (the hub's files) or `rope_parameters` / `dtype` (transformers 5). Refuses, naming the key,
         what this model does not implement: sliding-window attention in use, rope scaling, other
-        activations, multimodal RoPE, quantized weights."""
+        activations, multimodal RoPE, quantized weights. A key the dict lacks takes transformers'
+        default (TRANSFORMERS_DEFAULTS), not this dataclass's."""
         d = {**TRANSFORMERS_DEFAULTS, **d}
         if d["num_key_value_heads"] is None:                    # transformers: null -> one per query head
             d["num_key_value_heads"] = d["num_attention_heads"]
