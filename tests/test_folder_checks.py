@@ -580,3 +580,33 @@ def test_safetensors_header_bytes_still_refused_in_a_qwen2_folder(qwen2_folder):
     raw[0:8] = struct.pack("<Q", 2**40)
     (qwen2_folder / "model.safetensors").write_bytes(bytes(raw))
     refused(CheckpointError, lambda: load_causal_lm(qwen2_folder), qwen2_folder / "model.safetensors", "header length")
+
+
+def test_a_dtype_of_the_wrong_type_in_a_safetensors_header(qwen2_folder):
+    raw = (qwen2_folder / "model.safetensors").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header["model.norm.weight"]["dtype"] = ["F32"]
+    blob = json.dumps(header).encode()
+    (qwen2_folder / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n:])
+    refused(CheckpointError, lambda: load_causal_lm(qwen2_folder), qwen2_folder / "model.safetensors",
+            "tensor 'model.norm.weight': dtype ['F32'] is not supported")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_weights_holding_nan_or_infinity_are_refused(qwen2_folder, adapter, base, value):
+    """No checksum guards the tensor bytes; a corrupted one that makes a NaN would make every output NaN."""
+    t = dict(load_safetensors(qwen2_folder / "model.safetensors"))
+    t["model.layers.1.mlp.up_proj.weight"] = t["model.layers.1.mlp.up_proj.weight"].clone()
+    t["model.layers.1.mlp.up_proj.weight"][3, 5] = value
+    save_safetensors(t, qwen2_folder / "model.safetensors")
+    refused(CheckpointError, lambda: load_causal_lm(qwen2_folder), qwen2_folder / "model.safetensors",
+            "model.layers.1.mlp.up_proj.weight holds 1 values that are NaN or infinite")
+    a = dict(load_safetensors(adapter / "adapter_model.safetensors"))
+    key = next(k for k in sorted(a) if k.endswith("lora_B.weight"))
+    a[key] = a[key].clone()
+    a[key][0, 0] = value
+    save_safetensors(a, adapter / "adapter_model.safetensors")
+    refused(CheckpointError, lambda: load_adapter(base, adapter), adapter / "adapter_model.safetensors",
+            f"{key} holds 1 values that are NaN or infinite")
+    assert lora_layers(base) == {}

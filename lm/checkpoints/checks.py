@@ -5,6 +5,7 @@ range, the size of the weights against this machine's memory, the layer count ag
     check_label_maps       a classifier's id2label / label2id name each class once
     check_fits_memory      bytes asked for <= physical memory (CheckpointError with the size asked for)
     check_layer_count      config.json's layers <= the layers the checkpoint's names hold
+    check_finite           no NaN or infinity in the weights (a corrupted byte the header cannot show)
 
 The model configs (lm/models) call the field checks in `validate`; `from_pretrained` calls the
 others before the shapes-only model is built, `lm.finetune.lora` before LoRA matrices are.
@@ -15,6 +16,8 @@ import math
 import os
 import re
 from pathlib import Path
+
+import torch
 
 from lm.errors import CheckpointError, ConfigError
 from lm.utils import show
@@ -122,3 +125,14 @@ def check_layer_count(tensors: dict, path: Path, n_layers: int, block: str) -> N
                 f"1 layer ({min(found)})" if found else "no layers")
         raise CheckpointError(path.parent / "config.json",
                               f"num_hidden_layers is {n_layers:,} but the weights in {path.name} hold {held}")
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """CheckpointError naming the first tensor that holds a NaN or an infinity. The safetensors
+    format has no checksum of the tensor bytes, so a corrupted byte loads; when it makes a NaN or an
+    infinity (never in trained weights), every output would silently be NaN."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(path, f"{name} holds {bad:,} values that are NaN or infinite: the weights are "
+                                        "corrupted")

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from lm.checkpoints.checks import check_fits_memory
+from lm.checkpoints.checks import check_finite, check_fits_memory
 from lm.checkpoints.hf import load_torch_bin, read_config
 from lm.checkpoints.safetensors import DTYPES, load_safetensors, read_safetensors_header, save_safetensors
 from lm.errors import CheckpointError, ConfigError
@@ -402,17 +402,20 @@ def _or_empty(pattern: object) -> object:
 
 
 def _check_adapter_weights(cfg: LoRAConfig, config_path: Path) -> None:
-    """From the weights' header alone (nothing allocated): each `...lora_A.weight` must be (r, in)
-    and each `...lora_B.weight` (out, r) with the r `cfg` gives its module, and all of them must fit
-    in memory. No weights file: nothing to check here (load_adapter says so)."""
+    """From the weights' header (nothing allocated): each `...lora_A.weight` must be (r, in) and each
+    `...lora_B.weight` (out, r) with the r `cfg` gives its module, and all of them must fit in
+    memory; then no value may be NaN or infinite. No weights file: nothing to check here
+    (load_adapter says so)."""
     folder = config_path.parent
     if (folder / WEIGHTS_NAME).is_file():
         path = folder / WEIGHTS_NAME
         entries, _, _ = read_safetensors_header(path)
         shapes = {k: (v["shape"], DTYPES[v["dtype"]][1]) for k, v in entries.items()}
+        tensors = load_safetensors(path)                                  # memory-mapped
     elif (folder / WEIGHTS_BIN).is_file():
         path = folder / WEIGHTS_BIN
-        shapes = {k: (list(t.shape), t.element_size()) for k, t in load_torch_bin(path).items()}   # memory-mapped
+        tensors = load_torch_bin(path)                                    # memory-mapped
+        shapes = {k: (list(t.shape), t.element_size()) for k, t in tensors.items()}
     else:
         return
     for key, (shape, _) in shapes.items():
@@ -424,6 +427,7 @@ def _check_adapter_weights(cfg: LoRAConfig, config_path: Path) -> None:
             raise CheckpointError(config_path, f"r is {r:,} for {m.group(1)}, but {path.name} holds {key} of shape "
                                                f"{shape} (lora_A is (r, in), lora_B (out, r))")
     check_fits_memory(sum(math.prod(s) * n for s, n in shapes.values()), path, "the adapter's tensors")
+    check_finite(tensors, path)
 
 
 def load_adapter(model: nn.Module, folder: str | os.PathLike) -> LoRAConfig:

@@ -15,6 +15,7 @@ Both also refuse a tokenizer in the folder with more ids than config.json's voca
 (`lm.checkpoints.hf.check_tokenizer_fits`): such ids would index past the embedding matrix; and,
 before a byte is allocated, a config.json whose weights would not fit in this machine's memory
 (`config.num_parameters(...)` x the bytes of the dtype they load in; `check_fits_memory`).
+`from_pretrained` also refuses weights holding a NaN or an infinity (`check_finite`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from lm.checkpoints.checks import check_fits_memory
+from lm.checkpoints.checks import check_finite, check_fits_memory
 from lm.checkpoints.hf import check_tokenizer_fits, load_folder
 from lm.errors import ConfigError
 
@@ -83,7 +84,9 @@ class HFPretrained:
         folder = Path(folder)
         config = cls._read_checked_config(folder, dtype)
         check_tokenizer_fits(folder, config.vocab_size)
-        state = cls.state_from(*load_folder(folder), config)
+        tensors, path = load_folder(folder)
+        state = cls.state_from(tensors, path, config)
+        check_finite(state, path)
         dtype = resolve_dtype(dtype, state)
         with torch.device("meta"):
             model = cls(config)                                   # shapes only: no memory, no init
