@@ -17,7 +17,7 @@ from conftest import SHARED_FIXTURES, needs_fixtures
 from lm.checkpoints.checks import check_fits_memory, physical_memory
 from lm.checkpoints.safetensors import load_safetensors, save_safetensors
 from lm.errors import CheckpointError, ConfigError, TokenizerFileError
-from lm.finetune.classifier import labels_of
+from lm.finetune.classifier import ClassificationExamples, labels_of
 from lm.finetune.lora import LoRAConfig, add_lora, load_adapter, lora_layers
 from lm.models import qwen2 as qwen2_module
 from lm.models.auto import load_causal_lm
@@ -610,3 +610,19 @@ def test_weights_holding_nan_or_infinity_are_refused(qwen2_folder, adapter, base
     refused(CheckpointError, lambda: load_adapter(base, adapter), adapter / "adapter_model.safetensors",
             f"{key} holds 1 values that are NaN or infinite")
     assert lora_layers(base) == {}
+
+
+def test_classifier_without_pad_pads_with_an_id_of_the_vocabulary(classifier):
+    """pad_token_id null and eos 50256 beyond the 512-token vocabulary (as the fixture's config):
+    the examples pad with 0, not with an id the embedding has no row for."""
+    edit_json(classifier / "config.json", setter(pad_token_id=None))
+    model = GPT2ForSequenceClassification.from_pretrained(classifier)
+
+    class Ids:
+        def encode(self, text):
+            return [5, 17, 300][:len(text)]
+    ex = ClassificationExamples(["a", "abc"], ["joy", "fear"], Ids(), model.config)
+    batch = ex.collate([0, 1])
+    assert ex.pad_id == 0 and batch["input_ids"].tolist() == [[5, 0, 0], [5, 17, 300]]
+    with torch.no_grad():
+        assert torch.isfinite(model(batch["input_ids"], attention_mask=batch["attention_mask"])).all()
