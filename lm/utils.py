@@ -149,6 +149,17 @@ def write_summary(out_dir: str | os.PathLike, summary: dict) -> Path:
     return path
 
 
+def show(value: Any, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters, for error messages about values read from a file
+    (a corrupted file may hold a 10 MB string where a number belongs).
+
+    >>> show("x" * 100, limit=10)
+    "'xxxxxx..."
+    """
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
 def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
     """`json.loads(..., object_pairs_hook=no_duplicate_keys)`: a key given twice is an error
     (ValueError), not "the last one wins". Every JSON file a user may hand us is read with it.

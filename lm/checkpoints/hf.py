@@ -13,6 +13,8 @@ read from the headers without touching the data); `match_state` checks those nam
 against what a model expects and says, by name, what is missing, unexpected or of the wrong shape.
 `check_tokenizer_fits` refuses a folder whose tokenizer has more ids than config.json's
 `vocab_size` (those ids would index past the embedding matrix, an `IndexError` deep inside torch).
+The checks of config.json fields, of sizes against memory and of the layer count, made before
+anything is built, are in lm/checkpoints/checks.py.
 How a model family renames keys (GPT-2's `transformer.` prefix and Conv1D transposes, Qwen2's
 `model.` prefix) lives with the model in lm/models/.
 """
@@ -28,7 +30,8 @@ import torch
 
 from lm.checkpoints.safetensors import DTYPES, load_safetensors, read_safetensors_header, save_safetensors
 from lm.errors import CheckpointError, TokenizerFileError
-from lm.utils import atomic_write_json, no_duplicate_keys
+from lm.tokenizers.hf_json import TOKENIZER_CONFIG, added_tokens_decoder, read_tokenizer_config
+from lm.utils import atomic_write_json, no_duplicate_keys, show
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -43,12 +46,12 @@ def read_config(path: str | os.PathLike, model_type: str | None = None) -> dict:
         d = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
     except FileNotFoundError:
         raise CheckpointError(path, "config.json is missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(path, f"cannot read config: {e}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(path, f"cannot read config: {str(e)[:200]}") from None
     if not isinstance(d, dict):
         raise CheckpointError(path, "config is not a JSON object")
     if model_type is not None and d.get("model_type", model_type) != model_type:
-        raise CheckpointError(path, f"model_type is {d['model_type']!r}, not {model_type!r}")
+        raise CheckpointError(path, f"model_type is {show(d['model_type'])}, not {model_type!r}")
     return d
 
 
@@ -188,6 +191,10 @@ def tokenizer_size(folder: str | os.PathLike) -> tuple[int, Path] | None:
             n = max(_vocab_ids(path)) + 1
             if best is None or n > best[0]:
                 best = (n, path)
+    if best is not None and (Path(folder) / TOKENIZER_CONFIG).is_file():   # its added tokens count too
+        added = added_tokens_decoder(read_tokenizer_config(folder), Path(folder) / TOKENIZER_CONFIG)
+        if added and max(added) + 1 > best[0]:
+            best = (max(added) + 1, Path(folder) / TOKENIZER_CONFIG)
     return best
 
 
@@ -254,7 +261,9 @@ def gpt2_from_hf(tensors: dict[str, torch.Tensor], path: Path, expected: dict[st
     so a tied model ignores a stored `lm_head.weight`.
     """
     state: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}                                       # our key -> the file's key
     for key, t in tensors.items():
+        original = key
         if key.endswith((".attn.bias", ".attn.masked_bias")):
             continue                                                  # old causal-mask buffers
         if key.startswith(other_heads) and key not in expected:
@@ -265,8 +274,17 @@ def gpt2_from_hf(tensors: dict[str, torch.Tensor], path: Path, expected: dict[st
             if t.dim() != 2:
                 raise CheckpointError(path, f"{key}: expected a 2-D Conv1D weight, got shape {list(t.shape)}")
             t = t.t().contiguous()
-        state[key] = t
+        _put(state, key, t, path, origin, original)
     return match_state(state, path, expected)
+
+
+def _put(state: dict, key: str, t: torch.Tensor, path: Path, origin: dict, original: str) -> None:
+    """state[key] = t, refusing a second tensor for the same key: a file holding a tensor under both
+    layouts (`model.norm.weight` and `norm.weight`) has no one meaning (the later one would win)."""
+    if key in state:
+        raise CheckpointError(path, f"tensors {origin[key]!r} and {original!r} are both {key!r} "
+                                    "(stored under both key layouts); keep one")
+    state[key], origin[key] = t, original
 
 
 def gpt2_to_hf(state: dict[str, torch.Tensor], keep_prefix: bool = True) -> dict[str, torch.Tensor]:
@@ -297,14 +315,16 @@ def qwen2_from_hf(tensors: dict[str, torch.Tensor], path: Path, expected: dict[s
     `score.` when loading the LM, or `lm_head.` when the head is tied) are ignored unless expected.
     """
     state: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}                                       # our key -> the file's key
     for key, t in tensors.items():
+        original = key
         if key.endswith("rotary_emb.inv_freq"):
             continue                                                  # recomputed, never learned
         if key.startswith(other_heads) and key not in expected:
             continue
         if not key.startswith(("model.", "lm_head.", "score.")):
             key = "model." + key                                      # a bare Qwen2Model's layout
-        state[QWEN2_NORM.sub("norm.scale", key)] = t
+        _put(state, QWEN2_NORM.sub("norm.scale", key), t, path, origin, original)
     return match_state(state, path, expected)
 
 

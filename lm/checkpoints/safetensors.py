@@ -96,7 +96,7 @@ def parse_header(path: str | os.PathLike, prefix: bytes, file_size: int) -> tupl
             got = sorted(info) if isinstance(info, dict) else type(info).__name__
             raise CheckpointError(path, f"{where}: expected exactly the fields dtype, shape, data_offsets; got {got}")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise CheckpointError(path, f"{where}: dtype {dtype!r} is not supported (only {', '.join(DTYPES)})")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
             raise CheckpointError(path, f"{where}: shape {shape!r} is not a list of non-negative integers")

@@ -79,7 +79,9 @@ class ClassificationExamples:
         label2id = {name: i for i, name in enumerate(labels_of(config))}
         if len(texts) != len(labels) or not texts:
             raise ConfigError(f"need one label per text (> 0 texts), got {len(labels)} for {len(texts)}")
-        self.pad_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id or 0
+        # the pad goes through the embedding: the first of pad, eos that is in the vocabulary, else 0
+        self.pad_id = next((t for t in (config.pad_token_id, config.eos_token_id)
+                            if t is not None and 0 <= t < config.vocab_size), 0)
         context = context_length(config)
         self.seqs, self.targets, cut = [], np.zeros(len(texts), dtype=np.int64), 0
         for i, (text, label) in enumerate(zip(texts, labels)):

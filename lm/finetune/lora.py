@@ -50,18 +50,20 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from lm.checkpoints.checks import check_finite, check_fits_memory
 from lm.checkpoints.hf import load_torch_bin, read_config
-from lm.checkpoints.safetensors import load_safetensors, save_safetensors
+from lm.checkpoints.safetensors import DTYPES, load_safetensors, read_safetensors_header, save_safetensors
 from lm.data.download import model_folder
 from lm.errors import CheckpointError, ConfigError
 from lm.models.auto import load_causal_lm, load_sequence_classifier, model_type
 from lm.models.fast_linear import linear
 from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
 from lm.models.qwen2 import Qwen2, Qwen2ForSequenceClassification
-from lm.utils import atomic_write_json
+from lm.utils import atomic_write_json, show
 
 CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
 PREFIX = "base_model.model."   # PEFT's key prefix: PeftModel.base_model (LoraModel).model (ours)
+MAX_SCALING = 65504.0          # the largest float16: a bigger alpha / r overflows a half-precision update
 
 
 @dataclass
@@ -79,25 +81,40 @@ class LoRAConfig:
     task_type: str = "CAUSAL_LM"                  # PEFT's task type ("SEQ_CLS" for a classifier)
 
     def validate(self, source: str = "LoRAConfig") -> None:
+        """Each field's type and range, and every pattern a regex that compiles (as PEFT uses it)."""
         if not _is_int(self.r) or self.r <= 0:
-            raise ConfigError(f"{source}: r must be a positive integer, got {self.r!r}")
+            raise ConfigError(f"{source}: r must be a positive integer, got {show(self.r)}")
         if not _is_number(self.alpha) or self.alpha <= 0:
-            raise ConfigError(f"{source}: lora_alpha must be a positive number, got {self.alpha!r}")
+            raise ConfigError(f"{source}: lora_alpha must be a positive number, got {show(self.alpha)}")
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
-            raise ConfigError(f"{source}: lora_dropout must be in [0, 1), got {self.dropout!r}")
+            raise ConfigError(f"{source}: lora_dropout must be in [0, 1), got {show(self.dropout)}")
         t = self.target_modules
         if not ((isinstance(t, str) and t) or (isinstance(t, list) and t and all(isinstance(x, str) and x for x in t))):
-            raise ConfigError(f"{source}: target_modules must be a regex or a non-empty list of module names, got {t!r}")
+            raise ConfigError(f"{source}: target_modules must be a regex or a non-empty list of module names, "
+                              f"got {show(t)}")
+        if isinstance(t, str):
+            _check_regex(source, "target_modules", t)
         for name, pattern, check in (("rank_pattern", self.rank_pattern, _is_int),
                                      ("alpha_pattern", self.alpha_pattern, _is_number)):
             if not isinstance(pattern, dict) or not all(isinstance(k, str) and check(v) and v > 0
                                                         for k, v in pattern.items()):
-                raise ConfigError(f"{source}: {name} must map module-name patterns to positive numbers, got {pattern!r}")
+                raise ConfigError(f"{source}: {name} must map module-name patterns to positive numbers, "
+                                  f"got {show(pattern)}")
+            for k in pattern:
+                _check_regex(source, f"{name} key", rf"(.*\.)?({k})$")
         m = self.modules_to_save
         if m is not None and not (isinstance(m, list) and all(isinstance(x, str) and x for x in m)):
-            raise ConfigError(f"{source}: modules_to_save must be null or a list of module names, got {m!r}")
+            raise ConfigError(f"{source}: modules_to_save must be null or a list of module names, got {show(m)}")
         if not isinstance(self.use_rslora, bool) or self.fan_in_fan_out not in (None, True, False):
             raise ConfigError(f"{source}: use_rslora and fan_in_fan_out must be true or false")
+        if not isinstance(self.task_type, str):
+            raise ConfigError(f"{source}: task_type must be a string, got {show(self.task_type)}")
+        # the largest alpha over the smallest r any module may get: the update must stay finite
+        alpha, r = max([self.alpha, *self.alpha_pattern.values()]), min([self.r, *self.rank_pattern.values()])
+        scaling = alpha / math.sqrt(r) if self.use_rslora else alpha / r
+        if scaling > MAX_SCALING:
+            raise ConfigError(f"{source}: lora_alpha {show(alpha)} / r {r} gives a scaling of {scaling:.4g}, above "
+                              f"{MAX_SCALING:g} (the largest float16): the update would overflow")
 
     def targets(self, name: str) -> bool:
         """Does LoRA wrap the module called `name`? (PEFT's matching rule.)"""
@@ -116,6 +133,14 @@ class LoRAConfig:
 
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_regex(source: str, name: str, pattern: str) -> None:
+    """ConfigError (not re.error at load time) for a pattern that does not compile."""
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as e:
+        raise ConfigError(f"{source}: {name} {show(pattern)} is not a valid regex: {e}") from None
 
 
 def _is_number(x) -> bool:
@@ -214,6 +239,7 @@ def plan_lora(model: nn.Module, cfg: LoRAConfig) -> LoRAPlan:
         linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
         raise ConfigError(f"target_modules {cfg.target_modules!r} match no module of {type(model).__name__} "
                           f"(its linear layers: {', '.join(linears[:6])}{', ...' if len(linears) > 6 else ''})")
+    check_lora_fits(model, cfg, names)
     targets = {}
     for name in names:
         module = model.get_submodule(name)
@@ -247,6 +273,20 @@ def _apply(model: nn.Module, cfg: LoRAConfig, plan: LoRAPlan) -> dict[str, LoRAL
             p.requires_grad_(True)
     model.lora_config = cfg
     return wrapped
+
+
+def check_lora_fits(model: nn.Module, cfg: LoRAConfig, names: list[str]) -> None:
+    """ConfigError if the A and B matrices of modules `names` (r x (in + out) numbers each, in the
+    base weight's dtype) would not fit in this machine's memory; checked before one is allocated."""
+    nbytes = 0
+    for name in names:
+        module = model.get_submodule(name)
+        if isinstance(module, nn.Linear):
+            nbytes += cfg.rank_alpha(name)[0] * (module.in_features + module.out_features) * module.weight.element_size()
+    try:
+        check_fits_memory(nbytes, "adapter", f"the LoRA matrices of {len(names)} modules")
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
 
 
 def saved_modules(model: nn.Module, cfg: LoRAConfig) -> list[str]:
@@ -375,33 +415,42 @@ def save_adapter(model: nn.Module, folder: str | os.PathLike, base_model_name_or
 _UNSUPPORTED = {"use_dora": (False, None), "bias": ("none",), "layers_to_transform": (None,),
                 "layers_pattern": (None, [], ""), "lora_bias": (False, None), "target_parameters": (None, []),
                 "trainable_token_indices": (None,), "layer_replication": (None,), "use_qalora": (False, None),
-                "alora_invocation_tokens": (None,)}
+                "alora_invocation_tokens": (None,), "exclude_modules": (None, [], ""),
+                "use_bdlora": (None, False), "arrow_config": (None,), "kasa_config": (None,),
+                "monteclora_config": (None,), "velora_config": (None,)}
 
 
 def read_adapter_config(path: str | os.PathLike) -> LoRAConfig:
-    """Read PEFT's adapter_config.json; anything malformed or unsupported -> one CheckpointError."""
+    """Read PEFT's adapter_config.json; anything malformed or unsupported -> one CheckpointError.
+
+    Every field is checked for its type and range and every pattern for a regex that compiles
+    (`LoRAConfig.validate`); with the weights beside it, their ranks must be what the config
+    gives each module, and their size must fit in memory (`_check_adapter_weights`), so a
+    corrupted r (10**12) is refused before anything is allocated."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "adapter_config.json is missing")
     d = read_config(path)                       # JSON object, no key twice, else CheckpointError
     if d.get("peft_type") != "LORA":
-        raise CheckpointError(path, f"peft_type is {d.get('peft_type')!r}; only LORA adapters can be loaded")
+        raise CheckpointError(path, f"peft_type is {show(d.get('peft_type'))}; only LORA adapters can be loaded")
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in d:
             raise CheckpointError(path, f"missing key {key!r}")
     for key, allowed in _UNSUPPORTED.items():
-        if key in d and d[key] not in allowed:
-            raise CheckpointError(path, f"{key}={d[key]!r} is not supported here (supported: {allowed[0]!r})")
+        if key in d and not any(d[key] is v or (type(d[key]) is type(v) and d[key] == v) for v in allowed):
+            raise CheckpointError(path, f"{key}={show(d[key])} is not supported here (supported: {allowed[0]!r})")
     target = d["target_modules"]
     cfg = LoRAConfig(r=d["r"], alpha=d["lora_alpha"], dropout=d.get("lora_dropout", 0.0),
-                     target_modules=sorted(target) if isinstance(target, list) else target,
-                     use_rslora=d.get("use_rslora", False) or False, rank_pattern=d.get("rank_pattern") or {},
-                     alpha_pattern=d.get("alpha_pattern") or {}, modules_to_save=d.get("modules_to_save"),
+                     target_modules=sorted(target) if isinstance(target, list) and
+                     all(isinstance(x, str) for x in target) else target,
+                     use_rslora=d.get("use_rslora", False), rank_pattern=_or_empty(d.get("rank_pattern")),
+                     alpha_pattern=_or_empty(d.get("alpha_pattern")), modules_to_save=d.get("modules_to_save"),
                      fan_in_fan_out=d.get("fan_in_fan_out", False), task_type=d.get("task_type") or "CAUSAL_LM")
     try:
         cfg.validate(source="adapter_config.json")
     except ConfigError as e:
         raise CheckpointError(path, str(e).split(": ", 1)[-1]) from None
+    _check_adapter_weights(cfg, path)
     return cfg
 
 
@@ -413,6 +462,40 @@ def adapter_tensors(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     if (folder / WEIGHTS_BIN).is_file():
         return load_torch_bin(folder / WEIGHTS_BIN), folder / WEIGHTS_BIN
     raise CheckpointError(folder, f"no adapter weights (expected {WEIGHTS_NAME} or {WEIGHTS_BIN})")
+
+
+def _or_empty(pattern: object) -> object:
+    """rank_pattern / alpha_pattern: null means none (as PEFT writes `{}`); anything else is checked."""
+    return {} if pattern is None else pattern
+
+
+def _check_adapter_weights(cfg: LoRAConfig, config_path: Path) -> None:
+    """From the weights' header (nothing allocated): each `...lora_A.weight` must be (r, in) and each
+    `...lora_B.weight` (out, r) with the r `cfg` gives its module, and all of them must fit in
+    memory; then no value may be NaN or infinite. No weights file: nothing to check here
+    (load_adapter says so)."""
+    folder = config_path.parent
+    if (folder / WEIGHTS_NAME).is_file():
+        path = folder / WEIGHTS_NAME
+        entries, _, _ = read_safetensors_header(path)
+        shapes = {k: (v["shape"], DTYPES[v["dtype"]][1]) for k, v in entries.items()}
+        tensors = load_safetensors(path)                                  # memory-mapped
+    elif (folder / WEIGHTS_BIN).is_file():
+        path = folder / WEIGHTS_BIN
+        tensors = load_torch_bin(path)                                    # memory-mapped
+        shapes = {k: (list(t.shape), t.element_size()) for k, t in tensors.items()}
+    else:
+        return
+    for key, (shape, _) in shapes.items():
+        m = re.fullmatch(re.escape(PREFIX) + r"(.+)\.lora_([AB])\.weight", key)
+        if m is None:
+            continue
+        r = cfg.rank_alpha(m.group(1))[0]
+        if len(shape) != 2 or shape[0 if m.group(2) == "A" else 1] != r:
+            raise CheckpointError(config_path, f"r is {r:,} for {m.group(1)}, but {path.name} holds {key} of shape "
+                                               f"{shape} (lora_A is (r, in), lora_B (out, r))")
+    check_fits_memory(sum(math.prod(s) * n for s, n in shapes.values()), path, "the adapter's tensors")
+    check_finite(tensors, path)
 
 
 def load_adapter(model: nn.Module, folder: str | os.PathLike) -> LoRAConfig:

@@ -19,6 +19,7 @@ from lm.checkpoints.hf import read_config
 from lm.errors import CheckpointError
 from lm.models.gpt2 import GPT2, GPT2ForSequenceClassification
 from lm.models.qwen2 import Qwen2, Qwen2ForSequenceClassification
+from lm.utils import show
 
 CAUSAL_LM = {"gpt2": GPT2, "qwen2": Qwen2}                      # model_type -> language model class
 CLASSIFIER = {"gpt2": GPT2ForSequenceClassification, "qwen2": Qwen2ForSequenceClassification}
@@ -28,8 +29,8 @@ def model_type(folder: str | os.PathLike) -> str:
     """config.json's `model_type`, checked to be one we implement (CheckpointError otherwise)."""
     path = Path(folder).expanduser() / "config.json"
     kind = read_config(path).get("model_type")
-    if kind not in CAUSAL_LM:
-        raise CheckpointError(path, f"model_type {kind!r} is not supported (known: {', '.join(CAUSAL_LM)})")
+    if not isinstance(kind, str) or kind not in CAUSAL_LM:
+        raise CheckpointError(path, f"model_type {show(kind)} is not supported (known: {', '.join(CAUSAL_LM)})")
     return kind
 
 

@@ -41,13 +41,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lm.checkpoints.checks import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
+                                   check_token_id)
 from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, read_config
 from lm.checkpoints.safetensors import save_safetensors
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear
 from lm.models.pretrained import HFPretrained
 from lm.models.transformer import KVCache, causal_mask, positions_from_mask
-from lm.utils import atomic_write_json
+from lm.utils import atomic_write_json, show
 
 ACTIVATIONS = {  # config.json "activation_function" -> our function
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -88,19 +90,37 @@ class GPT2Config:
         return self.n_embd // self.n_head
 
     def validate(self, source: str = "GPT2Config") -> None:
+        """Each field's type and range (a ConfigError naming the field and the value)."""
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "num_labels"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ConfigError(f"{source}: {name} must be a positive integer, got {v!r}")
+            check_int(source, name, getattr(self, name))
         if self.n_embd % self.n_head:
             raise ConfigError(f"{source}: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
-        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner <= 0):
-            raise ConfigError(f"{source}: n_inner must be a positive integer or null, got {self.n_inner!r}")
-        if self.activation_function not in ACTIVATIONS:
-            raise ConfigError(f"{source}: activation_function {self.activation_function!r} is not supported "
+        check_int(source, "n_inner", self.n_inner, none_ok=True)
+        if not isinstance(self.activation_function, str) or self.activation_function not in ACTIVATIONS:
+            raise ConfigError(f"{source}: activation_function {show(self.activation_function)} is not supported "
                               f"(known: {', '.join(ACTIVATIONS)})")
+        check_number(source, "layer_norm_epsilon", self.layer_norm_epsilon, low=0.0, low_open=True)
+        for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
+            check_number(source, name, getattr(self, name), high=1.0)
+        check_number(source, "initializer_range", self.initializer_range)
+        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "tie_word_embeddings"):
+            check_bool(source, name, getattr(self, name))
+        check_token_id(source, "bos_token_id", self.bos_token_id)     # may lie outside a small vocabulary
+        check_token_id(source, "eos_token_id", self.eos_token_id)
+        check_token_id(source, "pad_token_id", self.pad_token_id, self.vocab_size)   # embedded, so in the vocabulary
+        check_label_maps(source, self.extra, self.num_labels)
         if self.extra.get("add_cross_attention"):
             raise ConfigError(f"{source}: add_cross_attention=true (encoder-decoder GPT-2) is not supported")
+
+    def num_parameters(self, head: str = "lm") -> int:
+        """The parameter count of the model this config describes, from the shapes alone (exact
+        Python integers: nothing is built). `head`: "lm" (the output layer, none when tied),
+        "classifier" (a score layer of num_labels rows) or "none" (the bare GPT2Model)."""
+        C, L, inner = self.n_embd, self.n_layer, self.n_inner or 4 * self.n_embd
+        block = 4 * C + (3 * C * C + 3 * C) + (C * C + C) + (C * inner + inner) + (inner * C + C)
+        out = {"lm": 0 if self.tie_word_embeddings else self.vocab_size * C,
+               "classifier": self.num_labels * C, "none": 0}[head]
+        return (self.vocab_size + self.n_positions) * C + L * block + 2 * C + out
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "GPT2Config":
@@ -247,6 +267,7 @@ class _Pretrained(HFPretrained, nn.Module):
     _architecture = "GPT2Model"          # written into config.json "architectures"
     _prefix = "transformer."             # key prefix of the base model in checkpoint files
     _other_heads = ("lm_head.", "score.")  # keys of other architectures' heads: ignored when loading
+    _head = "none"                       # GPT2Config.num_parameters(head): what this class holds
 
     config: GPT2Config
 
@@ -293,7 +314,9 @@ class _Pretrained(HFPretrained, nn.Module):
 
     @classmethod
     def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config: GPT2Config) -> dict[str, torch.Tensor]:
-        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes."""
+        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes
+        (the layer count first, from the names: the shapes of 10**6 layers would take minutes to build)."""
+        check_layer_count(tensors, path, config.n_layer, "h")
         with torch.device("meta"):
             model = cls(config)                                       # shapes only, no memory, no init
         expected = {k: v.shape for k, v in model.state_dict().items()}
@@ -304,6 +327,7 @@ class GPT2(_Pretrained):
     """GPT-2 language model: hidden states -> logits over the vocabulary (tied to `wte` by default)."""
 
     _architecture = "GPT2LMHeadModel"
+    _head = "lm"
     _other_heads = ("score.", "lm_head.")  # lm_head.weight is in `expected` only when not tied
 
     def __init__(self, config: GPT2Config):
@@ -342,6 +366,7 @@ class GPT2ForSequenceClassification(_Pretrained):
     """
 
     _architecture = "GPT2ForSequenceClassification"
+    _head = "classifier"
     _other_heads = ("lm_head.",)
 
     def __init__(self, config: GPT2Config):

@@ -12,7 +12,10 @@ and this mixin turns them into the same two entry points for every family:
     Model.from_pretrained(folder, dtype=None | "auto" | torch dtype, device="cpu")
 
 Both also refuse a tokenizer in the folder with more ids than config.json's vocab_size
-(`lm.checkpoints.hf.check_tokenizer_fits`): such ids would index past the embedding matrix.
+(`lm.checkpoints.hf.check_tokenizer_fits`): such ids would index past the embedding matrix; and,
+before a byte is allocated, a config.json whose weights would not fit in this machine's memory
+(`config.num_parameters(...)` x the bytes of the dtype they load in; `check_fits_memory`).
+`from_pretrained` also refuses weights holding a NaN or an infinity (`check_finite`).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from lm.checkpoints.checks import check_finite, check_fits_memory
 from lm.checkpoints.hf import check_tokenizer_fits, load_folder
 from lm.errors import ConfigError
 
@@ -41,15 +45,33 @@ def resolve_dtype(dtype: torch.dtype | str | None, state: dict[str, torch.Tensor
     return dtype
 
 
+def load_itemsize(dtype: torch.dtype | str | None) -> int:
+    """Bytes per parameter once loaded with `dtype` (see `resolve_dtype`); for "auto", 2 (the
+    smallest we read: a lower bound before the file's dtype is known)."""
+    return 2 if dtype == "auto" else resolve_dtype(dtype, {}).itemsize
+
+
 class HFPretrained:
-    """`check_pretrained` / `from_pretrained` for a family defining `read_config` and `state_from`."""
+    """`check_pretrained` / `from_pretrained` for a family defining `read_config` and `state_from`,
+    and `_head`, the argument of `config.num_parameters` that counts this class's parameters."""
+
+    _head = "lm"
+
+    @classmethod
+    def _read_checked_config(cls, folder: Path, dtype: torch.dtype | str | None):
+        """config.json, and its weights' size checked against this machine's memory."""
+        config = cls.read_config(folder)
+        n, itemsize = config.num_parameters(cls._head), load_itemsize(dtype)
+        check_fits_memory(n * itemsize, folder / "config.json", f"{cls.__name__}'s {n:,} parameters "
+                                                                 f"({itemsize} bytes each)")
+        return config
 
     @classmethod
     def check_pretrained(cls, folder: str | os.PathLike):
         """Every check of `from_pretrained` without reading the weights' bytes (milliseconds for a
         124M folder): config.json, each weight's name and shape from the file headers, and the
         tokenizer's ids against vocab_size. Raises CheckpointError; returns the config."""
-        config = cls.read_config(folder)
+        config = cls._read_checked_config(Path(folder), "auto")
         check_tokenizer_fits(folder, config.vocab_size)
         cls.state_from(*load_folder(folder, meta=True), config)
         return config
@@ -60,9 +82,11 @@ class HFPretrained:
         """config.json + weights (safetensors, sharded safetensors or pytorch_model.bin) -> a model in
         eval mode. `dtype`: None loads float32, "auto" keeps the checkpoint's dtype, or a dtype."""
         folder = Path(folder)
-        config = cls.read_config(folder)
+        config = cls._read_checked_config(folder, dtype)
         check_tokenizer_fits(folder, config.vocab_size)
-        state = cls.state_from(*load_folder(folder), config)
+        tensors, path = load_folder(folder)
+        state = cls.state_from(tensors, path, config)
+        check_finite(state, path)
         dtype = resolve_dtype(dtype, state)
         with torch.device("meta"):
             model = cls(config)                                   # shapes only: no memory, no init

@@ -42,14 +42,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from lm.checkpoints.checks import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
+                                   check_token_id)
 from lm.checkpoints.hf import qwen2_from_hf, qwen2_to_hf, read_config, save_weights
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear
 from lm.models.pretrained import HFPretrained
 from lm.models.transformer import KVCache, RMSNorm, causal_mask, check_mask_and_positions, last_token_index
-from lm.utils import atomic_write_json
+from lm.utils import atomic_write_json, show
 
 ROPE_KEYS = ("rope_theta", "rope_type", "type")   # what rope_parameters / rope_scaling may hold
+# What transformers' Qwen2Config (v5, a @strict dataclass) takes for a key config.json leaves out;
+# a config.json is read with these, not with our dataclass defaults (Qwen2.5-0.5B's shapes), so a
+# folder loads as transformers loads it: no tie_word_embeddings means an untied `lm_head`, no
+# num_key_value_heads means 32 (null: as many as num_attention_heads), no bos/eos ids.
+TRANSFORMERS_DEFAULTS = dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+                             num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=32768,
+                             rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=False, attention_dropout=0.0,
+                             initializer_range=0.02, bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
 @dataclass
@@ -84,11 +94,20 @@ class Qwen2Config:
         return self.head_dim or self.hidden_size // self.num_attention_heads
 
     def validate(self, source: str = "Qwen2Config") -> None:
+        """Each field's type and range (a ConfigError naming the field and the value)."""
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                      "num_key_value_heads", "max_position_embeddings", "num_labels"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ConfigError(f"{source}: {name} must be a positive integer, got {v!r}")
+            check_int(source, name, getattr(self, name))
+        check_int(source, "head_dim", self.head_dim, none_ok=True)
+        check_number(source, "rope_theta", self.rope_theta, low=0.0, low_open=True)
+        check_number(source, "rms_norm_eps", self.rms_norm_eps, low=0.0, low_open=True)   # -1: NaN logits
+        check_number(source, "attention_dropout", self.attention_dropout, high=1.0)
+        check_number(source, "initializer_range", self.initializer_range)
+        check_bool(source, "tie_word_embeddings", self.tie_word_embeddings)
+        check_token_id(source, "bos_token_id", self.bos_token_id)
+        check_token_id(source, "eos_token_id", self.eos_token_id)
+        check_token_id(source, "pad_token_id", self.pad_token_id, self.vocab_size)   # embedded, so in the vocabulary
+        check_label_maps(source, self.extra, self.num_labels)
         if self.head_dim is None and self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"{source}: hidden_size {self.hidden_size} is not divisible by "
                               f"num_attention_heads {self.num_attention_heads}")
@@ -97,32 +116,58 @@ class Qwen2Config:
                               f"num_key_value_heads {self.num_key_value_heads}")
         if self.head_size % 2 or self.head_size <= 0:
             raise ConfigError(f"{source}: head width {self.head_size} must be even (RoPE rotates pairs)")
-        if self.hidden_act not in ("silu", "swish"):
-            raise ConfigError(f"{source}: hidden_act {self.hidden_act!r} is not supported (only silu)")
-        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
-            raise ConfigError(f"{source}: rope_theta must be a positive number, got {self.rope_theta!r}")
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ("silu", "swish"):
+            raise ConfigError(f"{source}: hidden_act {show(self.hidden_act)} is not supported (only silu)")
+
+    def num_parameters(self, head: str = "lm") -> int:
+        """The parameter count of the model this config describes, from the shapes alone (exact
+        Python integers: nothing is built). `head`: "lm" (the output layer, none when tied),
+        "classifier" (a score layer of num_labels rows) or "none" (the bare Qwen2Model)."""
+        C, D, L = self.hidden_size, self.head_size, self.num_hidden_layers
+        H, KV, inner = self.num_attention_heads, self.num_key_value_heads, self.intermediate_size
+        attention = C * H * D + H * D + 2 * (C * KV * D + KV * D) + H * D * C   # q (+bias), k, v (+bias), o
+        block = attention + 3 * C * inner + 2 * C                               # + SwiGLU + two norms
+        out = {"lm": 0 if self.tie_word_embeddings else self.vocab_size * C,
+               "classifier": self.num_labels * C, "none": 0}[head]
+        return self.vocab_size * C + L * block + C + out
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "Qwen2Config":
         """Build from a Hugging Face config dict, either layout: `rope_theta` / `torch_dtype` at the top
         (the hub's files) or `rope_parameters` / `dtype` (transformers 5). Refuses, naming the key,
         what this model does not implement: sliding-window attention in use, rope scaling, other
-        activations, multimodal RoPE, quantized weights."""
-        d = dict(d)
+        activations, multimodal RoPE, quantized weights. A key the dict lacks takes transformers'
+        default (TRANSFORMERS_DEFAULTS), not this dataclass's."""
+        d = {**TRANSFORMERS_DEFAULTS, **d}
+        if d["num_key_value_heads"] is None:                    # transformers: null -> one per query head
+            d["num_key_value_heads"] = d["num_attention_heads"]
         for key, value, why in (("use_sliding_window", True, "sliding-window attention"),
                                 ("use_mrope", True, "multimodal RoPE (Qwen2-VL)")):
+            if key in d and not isinstance(d[key], bool):
+                raise CheckpointError(source, f"{key} must be true or false, got {show(d[key])}")
             if d.get(key) == value:
                 raise CheckpointError(source, f"{key}={value}: {why} is not implemented")
         if "quantization_config" in d:
             raise CheckpointError(source, "quantization_config: quantized weights are not supported")
-        layer_types = d.get("layer_types") or []
-        if any(t != "full_attention" for t in layer_types):
-            raise CheckpointError(source, f"layer_types {sorted(set(layer_types))}: only full_attention is "
-                                          "implemented (no sliding-window layers)")
+        layer_types = d.get("layer_types")
+        if layer_types is not None:
+            if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types):
+                raise CheckpointError(source, f"layer_types must be null or a list of strings, got {show(layer_types)}")
+            if any(t != "full_attention" for t in layer_types):
+                raise CheckpointError(source, f"layer_types {show(sorted(set(layer_types)))}: only full_attention "
+                                              "is implemented (no sliding-window layers)")
+            if len(layer_types) != d["num_hidden_layers"]:
+                raise CheckpointError(source, f"layer_types lists {len(layer_types)} layers but num_hidden_layers "
+                                              f"is {show(d['num_hidden_layers'])}")
         d["rope_theta"] = _rope_theta(d, source)
         for key in ("rope_parameters", "rope_scaling", "dtype", "torch_dtype"):
             d.pop(key, None)                                    # read above / rewritten when saving
         if isinstance(d.get("eos_token_id"), list):             # [im_end, endoftext]: the first one stops
+            for n, i in enumerate(d["eos_token_id"]):
+                try:
+                    check_token_id(source, f"eos_token_id[{n}]", i)
+                except ConfigError as e:
+                    raise CheckpointError(source, str(e).split(": ", 1)[-1]) from None
             d["eos_token_id"] = d["eos_token_id"][0] if d["eos_token_id"] else None
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in d.items() if k in known}
@@ -151,25 +196,30 @@ class Qwen2Config:
 
 
 def _rope_theta(d: dict, source: str) -> float:
-    """rope_theta from either layout; any rope type but the default one is refused."""
+    """rope_theta from either layout; any rope type but the default one is refused. Absent from
+    both: transformers' default 10000; given as null: refused (it is no base)."""
     theta = d.get("rope_theta")
+    if "rope_theta" in d and theta is None:
+        raise CheckpointError(source, "rope_theta must be a positive number, got None")
     for key in ("rope_parameters", "rope_scaling"):
         params = d.get(key)
         if params is None:
             continue
         if not isinstance(params, dict):
-            raise CheckpointError(source, f"{key} must be an object or null, got {params!r}")
+            raise CheckpointError(source, f"{key} must be an object or null, got {show(params)}")
         kind = params.get("rope_type", params.get("type", "default"))
         if kind != "default":
-            raise CheckpointError(source, f"{key}: rope_type {kind!r} is not implemented (only 'default', "
+            raise CheckpointError(source, f"{key}: rope_type {show(kind)} is not implemented (only 'default', "
                                           "plain RoPE without scaling)")
         unknown = sorted(set(params) - set(ROPE_KEYS))
         if unknown:
             raise CheckpointError(source, f"{key}: {', '.join(unknown)} not implemented")
         if "rope_theta" in params:
+            if params["rope_theta"] is None:
+                raise CheckpointError(source, f"{key}.rope_theta must be a positive number, got None")
             if theta is not None and theta != params["rope_theta"]:
-                raise CheckpointError(source, f"rope_theta {theta} and {key}.rope_theta "
-                                              f"{params['rope_theta']} disagree")
+                raise CheckpointError(source, f"rope_theta {show(theta)} and {key}.rope_theta "
+                                              f"{show(params['rope_theta'])} disagree")
             theta = params["rope_theta"]
     return 10000.0 if theta is None else theta           # transformers' default when absent
 
@@ -308,6 +358,7 @@ class _Qwen2Pretrained(HFPretrained, nn.Module):
 
     _architecture = "Qwen2Model"
     _other_heads = ("lm_head.", "score.")     # other architectures' heads in a file: ignored when loading
+    _head = "none"                            # Qwen2Config.num_parameters(head): what this class holds
 
     config: Qwen2Config
     model: Qwen2Model
@@ -350,7 +401,9 @@ class _Qwen2Pretrained(HFPretrained, nn.Module):
     @classmethod
     def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config: Qwen2Config) -> dict[str, torch.Tensor]:
         """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes;
-        other heads' weights (e.g. `score.` when loading the LM) are ignored."""
+        other heads' weights (e.g. `score.` when loading the LM) are ignored. The layer count is
+        checked from the names first: building the shapes of 10**6 layers would take minutes."""
+        check_layer_count(tensors, path, config.num_hidden_layers, "layers")
         with torch.device("meta"):
             model = cls(config)                                   # shapes only: no memory, no init
         expected = {k: v.shape for k, v in model.state_dict().items()}
@@ -361,6 +414,7 @@ class Qwen2(_Qwen2Pretrained):
     """Qwen2 causal language model: hidden states -> logits (tied to `embed_tokens` or `lm_head`)."""
 
     _architecture = "Qwen2ForCausalLM"
+    _head = "lm"
 
     def __init__(self, config: Qwen2Config):
         super().__init__()
@@ -395,6 +449,7 @@ class Qwen2ForSequenceClassification(_Qwen2Pretrained):
     (the rightmost mask-1 position; without a mask, the rightmost token that is not `pad_token_id`)."""
 
     _architecture = "Qwen2ForSequenceClassification"
+    _head = "classifier"
 
     def __init__(self, config: Qwen2Config):
         super().__init__()

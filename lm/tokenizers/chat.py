@@ -162,18 +162,69 @@ def default_system_from_template(template: str) -> str | None:
     return re.sub(r"\\(.)", lambda e: {"n": "\n", "t": "\t"}.get(e.group(1), e.group(1)), m.group(1))
 
 
+def check_template(template: str) -> str | None:
+    """The problem with a chat template's Jinja text that we can see without a template engine, or
+    None: every `{{`, `{%`, `{#` closed in order, every quote inside them closed, if/for blocks
+    balanced, a loop over the messages and a generation prompt present, and any system turn written as a literal (`'<|im_start|>system\\n...`) a whole
+    default system turn. (A template cut inside its default system turn would otherwise read
+    as one without a default, silently dropping the system message; the reference library's Jinja
+    refuses it as a syntax error.)"""
+    blocks, pos = [], 0
+    for m in re.finditer(r"\{([{%#])", template):
+        if m.start() < pos:
+            continue                                          # inside the previous tag
+        close = {"{": "}}", "%": "%}", "#": "#}"}[m.group(1)]
+        i, quote = m.end(), None
+        while i < len(template):                              # scan to the closing delimiter, skipping strings
+            c = template[i]
+            if quote:
+                if c == "\\":
+                    i += 1
+                elif c == quote:
+                    quote = None
+            elif c in "'\"" and m.group(1) != "#":
+                quote = c
+            elif template.startswith(close, i):
+                break
+            i += 1
+        else:
+            return f"a {m.group(0)!r} at character {m.start()} is never closed (the template is cut?)"
+        tag = template[m.end():i].strip("-+ \t\n")
+        word = tag.split(maxsplit=1)[0] if m.group(1) == "%" and tag else ""
+        if word in ("if", "for"):
+            blocks.append(word)
+        elif word in ("endif", "endfor"):
+            if not blocks or blocks.pop() != word[3:]:
+                return f"{{% {word} %}} at character {m.start()} closes no open block"
+        pos = i + len(close)
+    if blocks:
+        return f"{{% {blocks[-1]} %}} is never closed with {{% end{blocks[-1]} %}} (the template is cut?)"
+    for what, pattern in (("a loop over the messages", r"\{%-?\s*for\s+\w+\s+in\s+messages\b"),
+                          ("the generation prompt", r"add_generation_prompt[\s\S]*'<\|im_start\|>assistant\\n'")):
+        if not re.search(pattern, template):
+            return f"it has no {what}: not the ChatML template we implement (cut?)"
+    literal = template.count("'<|im_start|>system\\n'")             # the turn written with its content
+    defaults = len(_DEFAULT_TURN.findall(template))
+    if template.count("'<|im_start|>system\\n") - literal != defaults:
+        return "a system turn written as a literal is not a whole '<|im_start|>system\\n...<|im_end|>\\n' string"
+    return None
+
+
 def default_system_from_dir(folder: str | os.PathLike) -> str | None:
     """The default system message of a model folder's chat template (tokenizer_config.json).
 
-    Refuses a template that is not ChatML (TokenizerFileError); a folder without a chat template
-    gives DEFAULT_SYSTEM.
+    Refuses a template that is not ChatML, or is cut or malformed (`check_template`), with a
+    TokenizerFileError; a folder without a chat template gives DEFAULT_SYSTEM.
     """
     template = read_tokenizer_config(folder).get("chat_template")
     if template is None:
         return DEFAULT_SYSTEM
+    path = os.path.join(folder, TOKENIZER_CONFIG)
     if not isinstance(template, str) or IM_START not in template or IM_END not in template:
-        raise TokenizerFileError(os.path.join(folder, TOKENIZER_CONFIG),
-                                 "chat_template is not ChatML (<|im_start|> ... <|im_end|>); not implemented")
+        raise TokenizerFileError(path, "chat_template is not ChatML (<|im_start|> ... <|im_end|>); not implemented")
+    problem = check_template(template)
+    if problem is not None:
+        raise TokenizerFileError(path, f"chat_template: {problem}")
     return default_system_from_template(template)
 
 

@@ -44,7 +44,7 @@ from lm.tokenizers.bpe import merge_by_rank
 from lm.tokenizers.bpe_fast import fast_merges
 from lm.tokenizers.pretokenize_fast import pretokenize
 from lm.tokenizers.pretokenize_qwen2 import pretokenize_qwen2
-from lm.utils import atomic_write_json, atomic_write_text, no_duplicate_keys
+from lm.utils import atomic_write_json, atomic_write_text, no_duplicate_keys, show
 
 EOT = "<|endoftext|>"
 FILE_NAMES = [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")]   # HF names, OpenAI names
@@ -151,35 +151,9 @@ class GPT2Tokenizer:
 
     @classmethod
     def from_files(cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike) -> "GPT2Tokenizer":
-        vocab_path, merges_path = Path(vocab_path), Path(merges_path)
-        try:
-            encoder = json.loads(vocab_path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
-        except (ValueError, UnicodeDecodeError) as e:   # bad JSON, bad UTF-8 or a key given twice
-            raise TokenizerFileError(vocab_path, f"not valid UTF-8 JSON: {e}") from None
-        if not isinstance(encoder, dict) or not all(isinstance(t, str) and type(i) is int and i >= 0
-                                                    for t, i in encoder.items()):
-            raise TokenizerFileError(vocab_path, "must be a JSON object mapping token strings to ids >= 0")
-        seen: dict[int, str] = {}
-        for t, i in encoder.items():
-            if i in seen:
-                raise TokenizerFileError(vocab_path, f"duplicate id {i}: tokens {seen[i]!r} and {t!r}")
-            seen[i] = t
-        merges = []
-        try:
-            lines = merges_path.read_text(encoding="utf-8").split("\n")
-        except UnicodeDecodeError as e:
-            raise TokenizerFileError(merges_path, f"not UTF-8 ({e})") from None
-        for n, line in enumerate(lines, start=1):
-            if (n == 1 and line.startswith("#version")) or not line.strip():
-                continue
-            parts = line.rstrip("\r").split(" ")
-            if len(parts) != 2 or not all(parts):
-                raise TokenizerFileError(merges_path, f"expected two tokens separated by one space, got {line!r}", n)
-            for t in (*parts, parts[0] + parts[1]):
-                if t not in encoder:
-                    raise TokenizerFileError(merges_path, f"merge {line!r} uses token {t!r}, which is not in "
-                                                 f"{vocab_path.name}", n)
-            merges.append((parts[0], parts[1]))
+        """vocab.json + merges.txt alone: a token that is neither a byte nor made by a merge is a
+        special token (GPT-2's `<|endoftext|>`), as GPT-2's own files need."""
+        encoder, merges = read_vocab_merges(vocab_path, merges_path)
         return cls(encoder, merges, check_vocabulary(encoder, merges, vocab_path))
 
     def save(self, folder: str | os.PathLike) -> None:
@@ -332,14 +306,73 @@ class GPT2Tokenizer:
                 f"special={sorted(self.special_tokens)}{options})")
 
 
+def read_vocab_merges(vocab_path: str | os.PathLike, merges_path: str | os.PathLike
+                      ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(token -> id, merges) of vocab.json + merges.txt; TokenizerFileError naming the file and line
+    for anything malformed (bad JSON or UTF-8, ids that are not distinct integers >= 0, a merge line
+    that is not two tokens of the vocabulary)."""
+    vocab_path, merges_path = Path(vocab_path), Path(merges_path)
+    try:
+        encoder = json.loads(vocab_path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
+    except (ValueError, UnicodeDecodeError) as e:   # bad JSON, bad UTF-8 or a key given twice
+        raise TokenizerFileError(vocab_path, f"not valid UTF-8 JSON: {e}") from None
+    except OSError as e:
+        raise TokenizerFileError(vocab_path, f"cannot read: {e.strerror or e}") from None
+    if not isinstance(encoder, dict) or not all(isinstance(t, str) and type(i) is int and i >= 0
+                                                for t, i in encoder.items()):
+        raise TokenizerFileError(vocab_path, "must be a JSON object mapping token strings to ids >= 0")
+    check_ids(encoder, vocab_path)
+    merges = []
+    try:
+        lines = merges_path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise TokenizerFileError(merges_path, f"not UTF-8 ({e})") from None
+    except OSError as e:
+        raise TokenizerFileError(merges_path, f"cannot read: {e.strerror or e}") from None
+    for n, line in enumerate(lines, start=1):
+        if (n == 1 and line.startswith("#version")) or not line.strip():
+            continue
+        parts = line.rstrip("\r").split(" ")
+        if len(parts) != 2 or not all(parts):
+            raise TokenizerFileError(merges_path, f"expected two tokens separated by one space, got {show(line)}", n)
+        for t in (*parts, parts[0] + parts[1]):
+            if t not in encoder:
+                raise TokenizerFileError(merges_path, f"merge {show(line)} uses token {show(t)}, which is not in "
+                                                      f"{vocab_path.name}", n)
+        merges.append((parts[0], parts[1]))
+    return encoder, merges
+
+
+MAX_UNUSED_IDS = 1 << 16    # ids below the largest that no token has (a real vocabulary has none)
+
+
+def check_ids(encoder: dict[str, int], path: str | os.PathLike) -> None:
+    """Token ids must be distinct, and dense enough for the id -> token table: the largest id may
+    leave at most MAX_UNUSED_IDS ids unused. (An id of 2**31 in a 750-token file would make that
+    table 2**31 entries long: a MemoryError, not a tokenizer.)"""
+    seen: dict[int, str] = {}
+    for t, i in encoder.items():
+        if i in seen:
+            raise TokenizerFileError(path, f"duplicate id {i}: tokens {show(seen[i])} and {show(t)}")
+        seen[i] = t
+    top = max(seen, default=-1)
+    if top + 1 - len(seen) > MAX_UNUSED_IDS:
+        raise TokenizerFileError(path, f"token {show(seen[top])} has id {top:,} but there are only {len(seen):,} "
+                                       f"tokens: ids this sparse (more than {MAX_UNUSED_IDS:,} unused below the "
+                                       "largest) are not a vocabulary")
+
+
 def check_vocabulary(encoder: dict[str, int], merges: list[tuple[str, str]], path: str | os.PathLike,
                      special_tokens: Iterable[str] | None = None) -> list[str]:
     """Check a byte-level vocabulary (every merge's parts already in it); return its special tokens.
 
-    All 256 byte tokens must be present; every other token must be made of byte characters. With
-    `special_tokens` None, a token that is neither a byte nor made by a merge counts as special
-    (vocab.json holds them unmarked); given, they are exempt from the byte-alphabet check.
+    All 256 byte tokens must be present; every other token must be made of byte characters (else
+    it could never be decoded to bytes). With `special_tokens` None, a token that is neither a byte
+    nor made by a merge counts as special (vocab.json holds them unmarked: GPT-2's `<|endoftext|>`),
+    and must be made of byte characters too; given, the special tokens are exempt from that check.
+    The ids are checked by `check_ids`.
     """
+    check_ids(encoder, path)
     made = {a + b for a, b in merges}
     bytes_set = set(BYTE_ENCODER.values())
     missing = [ch for ch in BYTE_ORDER if ch not in encoder]
@@ -348,10 +381,11 @@ def check_vocabulary(encoder: dict[str, int], merges: list[tuple[str, str]], pat
     # a token that is neither a byte nor made by a merge can only be a special (added) token
     specials = ([t for t in encoder if t not in made and t not in bytes_set] if special_tokens is None
                 else list(special_tokens))
-    exempt = set(specials)
+    exempt = set(specials) if special_tokens is not None else set()
     bad = [t for t in encoder if t not in exempt and not all(ch in bytes_set for ch in t)]
     if bad:
-        raise TokenizerFileError(path, f"token {bad[0]!r} has characters outside the byte alphabet")
+        raise TokenizerFileError(path, f"token {show(bad[0])} (id {encoder[bad[0]]}) has characters outside the "
+                                       "byte alphabet and is not an added (special) token: it cannot be decoded")
     return specials
 
 
