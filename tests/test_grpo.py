@@ -437,7 +437,7 @@ def test_a_failing_rank_fails_the_job_without_hanging():
 
 
 def test_problems_whose_prompt_does_not_fit_are_left_out_with_a_warning(tok):
-    from lm.rl.grpo import fitting_problems
+    from lm.rl.experiment import fitting_problems
     long = Problem("What is " + "one plus " * 60 + "one?", "61", "")
     lengths = [len(tok.encode(build_prompt(p.question))) for p in (PROBLEMS[0], long)]
     cfg = GPT2Config(vocab_size=tok.vocab_size, n_positions=lengths[0] + 10)
@@ -504,7 +504,7 @@ def toy_folder_and_data(tmp_path, tok) -> tuple:
 def test_one_pipeline_for_one_process_and_spawned_ranks(tok, tmp_path):
     """run_grpo in one process and with 2 spawned ranks: the same problem filtering, the same
     measurements of the same starting model, the same metric keys."""
-    from lm.rl.grpo import run_grpo
+    from lm.rl.experiment import run_grpo
     from lm.rl.warmup import EvalConfig, InstructConfig
     folder, data = toy_folder_and_data(tmp_path, tok)
     cfg = GRPOConfig(prompts_per_step=2, group_size=2, max_new_tokens=8, steps=2, lr=1e-3)
@@ -524,7 +524,7 @@ def test_one_pipeline_for_one_process_and_spawned_ranks(tok, tmp_path):
 
 
 def test_the_command_line_defaults_are_the_configs_defaults():
-    from lm.rl.grpo import build_parser
+    from lm.rl.experiment import build_parser
     from lm.rl.warmup import EvalConfig, InstructConfig, WarmupConfig
     from lm.utils import config_from_flags
     a = build_parser().parse_args(["--model", "m", "--data-dir", "d", "--out", "o"])
@@ -544,7 +544,7 @@ def test_torchrun_runs_the_same_pipeline(tok, tmp_path):
     """`torchrun --nproc_per_node=2 -m lm.rl.grpo`: the same filtering and measurements as one process."""
     import subprocess
     import sys
-    from lm.rl.grpo import run_grpo
+    from lm.rl.experiment import run_grpo
     from lm.rl.warmup import EvalConfig, InstructConfig
     folder, data = toy_folder_and_data(tmp_path, tok)
     flags = ["--model", str(folder), "--data-dir", str(data), "--instruct", "--instruct-epochs", "1",

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm.rl.grpo import GRPOConfig, run_grpo
+from lm.rl.experiment import run_grpo
+from lm.rl.grpo import GRPOConfig
 from lm.rl.warmup import EvalConfig, InstructConfig, WarmupConfig
 from lm.stages import RunConfig, quick_full
 from lm.stages.gpt2_pretrain import pretrained_gpt2
