@@ -564,3 +564,22 @@ def test_torchrun_runs_the_same_pipeline(tok, tmp_path):
     for key in ("problems_too_long", "train_problems", "accuracy_before", "format_rate_before"):
         assert via_torchrun[key] == alone[key], key
     assert via_torchrun["ranks"] == 2
+
+
+def test_the_book_sft_warmup_is_reported_as_after_sft(tok, tmp_path):
+    """The TRL notebook's SFT step stays available: accuracy_after_sft (and its format rates) appear, and
+    the sentence about what GRPO changed starts from the warmed-up model."""
+    from lm.rl.experiment import run_grpo
+    from lm.rl.warmup import EvalConfig, WarmupConfig
+    folder, data = toy_folder_and_data(tmp_path, tok)
+    cfg = GRPOConfig(prompts_per_step=2, group_size=2, max_new_tokens=8, steps=1, lr=1e-3)
+    with pytest.warns(UserWarning):
+        m = run_grpo(folder, data, tmp_path / "w", cfg, EvalConfig(problems=6, max_new_tokens=8),
+                     warmup=WarmupConfig(examples=4, batch_size=2))
+    assert m["warmup_examples"] == 4 and m["warmup_steps"] == 2
+    for key in ("accuracy_after_sft", "format_rate_after_sft", "accuracy_any_format_after_sft", "accuracy_before"):
+        assert 0.0 <= m[key] <= 1.0
+    assert f"{100 * m['accuracy_after_sft']:.1f} %" in m["what_changed"]
+    with pytest.warns(UserWarning):
+        without = run_grpo(folder, data, tmp_path / "n", cfg, EvalConfig(problems=6, max_new_tokens=8))
+    assert "accuracy_after_sft" not in without and "warmup_examples" not in without
