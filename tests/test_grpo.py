@@ -583,3 +583,17 @@ def test_the_book_sft_warmup_is_reported_as_after_sft(tok, tmp_path):
     with pytest.warns(UserWarning):
         without = run_grpo(folder, data, tmp_path / "n", cfg, EvalConfig(problems=6, max_new_tokens=8))
     assert "accuracy_after_sft" not in without and "warmup_examples" not in without
+
+
+@pytest.mark.parametrize("after, words", [
+    ((0.60, 0.99, 0.62), "mostly the format"),          # accuracy up with the tags, solving flat
+    ((0.60, 0.30, 0.90), "mostly in solving"),          # accuracy up, tags barely moved, solving up
+    ((0.31, 0.30, 0.65), "did not move"),
+    ((0.10, 0.30, 0.20), "worse"),
+])
+def test_what_grpo_changed_says_where_the_gain_came_from(after, words):
+    from lm.rl.experiment import what_grpo_changed
+    m = {"accuracy_before": 0.30, "format_rate_before": 0.25, "accuracy_any_format_before": 0.60,
+         "accuracy_after": after[0], "format_rate_after": after[1], "accuracy_any_format_after": after[2]}
+    text = what_grpo_changed(m)
+    assert words in text and "30.0 %" in text and f"{100 * after[0]:.1f} %" in text

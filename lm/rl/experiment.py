@@ -203,6 +203,8 @@ def what_grpo_changed(m: dict) -> str:
     gain, fmt_gain, solve_gain = acc1 - acc0, fmt1 - fmt0, any1 - any0
     if abs(gain) < 0.02:
         why = "accuracy did not move"
+    elif gain < 0:
+        why = "GRPO made the model worse by the book's rule"
     elif fmt_gain > solve_gain:
         why = "the gain is mostly the format: the model answers in the tags it rarely used"
     else:
