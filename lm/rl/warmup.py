@@ -95,14 +95,23 @@ def instruct_pairs(problems: Sequence[Problem], cfg: InstructConfig, seed: int =
 def instruction_tune(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], cfg: InstructConfig,
                      eos_id: int, out_dir: str | Path | None, seed: int = 0, device: str | None = None) -> dict:
     """Fine-tune `model` in place on `instruct_pairs(problems)` (loss on the answers only)."""
-    examples = SFTExamples(instruct_pairs(problems, cfg, seed), tokenizer, eos_id,
-                           context=context_length(model.config))
+    m = _fine_tune(model, tokenizer, instruct_pairs(problems, cfg, seed), eos_id, cfg, False, out_dir, seed, device,
+                   "instruction tuning")
+    return {f"instruct_{k}": v for k, v in m.items()}
+
+
+def _fine_tune(model: torch.nn.Module, tokenizer, pairs: list[tuple[str, str]], eos_id: int,
+               cfg: InstructConfig | WarmupConfig, train_on_prompt: bool, out_dir: str | Path | None, seed: int,
+               device: str | None, desc: str) -> dict:
+    """SFT on (prompt, completion) pairs (+ EOS) with cfg's lr, batch size, epochs and warm-up; eval mode after."""
+    examples = SFTExamples(pairs, tokenizer, eos_id, context=context_length(model.config),
+                           train_on_prompt=train_on_prompt)
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, warmup_steps=cfg.warmup_steps,
                        weight_decay=0.0, device=device, seed=seed)
-    metrics = train(model, examples, None, tcfg, out_dir, desc="instruction tuning")
+    metrics = train(model, examples, None, tcfg, out_dir, desc=desc)
     model.eval()
-    return {"instruct_examples": len(examples), "instruct_steps": metrics["steps"],
-            "instruct_loss": metrics["train_loss"], "instruct_seconds": metrics["seconds"]}
+    return {"examples": len(examples), "steps": metrics["steps"], "loss": metrics["train_loss"],
+            "seconds": metrics["seconds"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,14 +127,9 @@ def sft_warmup(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], c
                out_dir: str | Path | None, seed: int = 0, device: str | None = None) -> dict:
     """Fine-tune `model` in place on the first `cfg.examples` problems' formatted solutions (+ EOS)."""
     chosen = list(problems[:cfg.examples] if cfg.examples is not None else problems)
-    examples = SFTExamples(warmup_pairs(chosen), tokenizer, eos_id, context=context_length(model.config),
-                           train_on_prompt=cfg.train_on_prompt)
-    tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, warmup_steps=cfg.warmup_steps,
-                       weight_decay=0.0, device=device, seed=seed)
-    metrics = train(model, examples, None, tcfg, out_dir, desc="sft warm-up")
-    model.eval()
-    return {"warmup_examples": len(examples), "warmup_steps": metrics["steps"],
-            "warmup_loss": metrics["train_loss"], "warmup_seconds": metrics["seconds"]}
+    m = _fine_tune(model, tokenizer, warmup_pairs(chosen), eos_id, cfg, cfg.train_on_prompt, out_dir, seed, device,
+                   "sft warm-up")
+    return {f"warmup_{k}": v for k, v in m.items()}
 
 
 # --------------------------------------------------------------------------------------------
