@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -222,6 +223,7 @@ def run_trl(folder: Path, problems: list[Problem], a, out: Path) -> dict:
         return score
 
     ends: list[float] = []
+    threads: set[int] = set()
 
     class Clock(TrainerCallback):            # a step = from the end of the previous one (data, generation, update)
         def on_train_begin(self, args, state, control, **_):
@@ -229,6 +231,7 @@ def run_trl(folder: Path, problems: list[Problem], a, out: Path) -> dict:
 
         def on_step_end(self, args, state, control, **_):
             ends.append(time.perf_counter())
+            threads.add(torch.get_num_threads())  # the trainer could change it: the same as ours?
 
     no_checkpointing = {("activation_checkpointing" if "activation_checkpointing" in TRLConfig.__dataclass_fields__
                          else "gradient_checkpointing"): False}         # renamed in transformers 5
@@ -246,7 +249,7 @@ def run_trl(folder: Path, problems: list[Problem], a, out: Path) -> dict:
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     lengths = [r["completions/mean_length"] for r in trainer.state.log_history if "completions/mean_length" in r]
-    return {"step": [b - t for t, b in zip(ends, ends[1:])], "length": lengths}
+    return {"step": [b - t for t, b in zip(ends, ends[1:])], "length": lengths, "threads": sorted(threads)}
 
 
 def vs_trl(a) -> None:
@@ -276,17 +279,17 @@ def vs_trl(a) -> None:
                 got = (run_ours(copy.deepcopy(start), problems(), a, out) if name == "ours"
                        else run_trl(folder, problems(), a, out))
                 for key, values in got.items():
-                    result.setdefault(key, []).extend(values[1:] if key != "length" else values)  # first: warm-up
+                    result.setdefault(key, []).extend(values[1:] if key in ("step", "rollout", "update") else values)
     med = statistics.median
     print(f"GRPO step, ours vs TRL {trl.__version__} (transformers {transformers.__version__}), random GPT-2 "
           f"(vocab {GPT2_VOCAB}, 2 layers, width 128), {a.prompts} prompts x {a.group} completions, "
           f"{a.new_tokens} new tokens, {a.threads} torch thread(s), {a.rounds} round(s) of {a.trl_steps} steps "
-          f"(first of each left out):")
+          f"(first of each left out); load average {os.getloadavg()[0]:.1f} at the end:")
     print(f"  ours  {med(ours['step']):7.3f} s/step (median; {min(ours['step']):.3f}-{max(ours['step']):.3f}): "
           f"rollout {med(ours['rollout']):.3f} s, update {med(ours['update']):.3f} s; "
           f"mean completion {statistics.mean(ours['length']):.1f} tokens")
     print(f"  TRL   {med(theirs['step']):7.3f} s/step (median; {min(theirs['step']):.3f}-{max(theirs['step']):.3f}); "
-          f"mean completion {statistics.mean(theirs['length']):.1f} tokens")
+          f"mean completion {statistics.mean(theirs['length']):.1f} tokens; torch threads {sorted(set(theirs['threads']))}")
     print(f"  ours / TRL  {med(ours['step']) / med(theirs['step']):.3f}   (target <= 0.333)")
 
 
