@@ -155,8 +155,9 @@ def grpo_update(model: torch.nn.Module, ref_model: torch.nn.Module | None, optim
     params = [p for p in model.parameters() if p.requires_grad]
     chunks = [slice(i, min(i + (cfg.micro_batch or n), n)) for i in range(0, n, cfg.micro_batch or n)]
 
-    def log_probs(m: torch.nn.Module, c: slice) -> torch.Tensor:                # (rows of c, K)
-        return token_log_probs(m, roll.input_ids[c], roll.attention_mask[c], k, cfg.temperature)
+    def log_probs(m: torch.nn.Module, c: slice) -> torch.Tensor:                # (rows of c, K); 0 after EOS
+        return token_log_probs(m, roll.input_ids[c], roll.attention_mask[c], k, cfg.temperature,
+                               where=roll.completion_mask[c])                   # only the tokens the loss reads
 
     with torch.no_grad():
         ref_logp = (torch.cat([log_probs(ref_model, c) for c in chunks])
