@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 from lm.data.loaders import EMBEDDED_DIR, EMOTION_LABELS
-from lm.data.toy.world import CAPITALS, JOBS, SPECIES, TOWNS, World, build_world
+from lm.data.toy.world import CAPITALS, JOBS, SPECIES, TOWNS, YEAR_NOW, World, build_world
 from lm.data.toy.tasks import abstracts, emotion_split, gsm8k_split, instruct_rows, taxonomy_rows
 from lm.data.toy.text import lm_corpus
 from lm.utils import atomic_write_bytes
@@ -60,8 +60,9 @@ _FILE_NOTES = (  # (path, note), in the order of the README table
     ("instruct/instruct.jsonl", '`{"instruction", "solution"}` with checkable answers'),
     ("gsm8k/train.jsonl", '`{"question", "answer"}`, worked steps with `<<a*b=c>>` and a final `#### n`'),
     ("gsm8k/test.jsonl", "same, no question shared with train"),
-    ("arxiv/abstracts.jsonl", '`{"id", "title", "abstract"}`, 3-5 sentences, each about one leaf topic'),
+    ("arxiv/abstracts.jsonl", '`{"id", "title", "abstract"}`, 3-6 sentences, each about one leaf topic, with distractors'),
     ("arxiv/labels.jsonl", '`{"id", "qcode"}`: the true leaf topic of each abstract (loaders ignore it)'),
+    ("arxiv/instruct.jsonl", '`{"id", "title", "abstract", "qcode"}`: other labelled abstracts (other seed) to instruction-tune the labelling model'),
     ("iptc/mediatopic.tsv", "`qcode level path definition is_leaf`, 8 top topics, 30 leaves (levels 1-3)"),
 )
 
@@ -166,6 +167,8 @@ def generate(seed: int = SEED) -> dict[str, str]:
     files["gsm8k/train.jsonl"], files["gsm8k/test.jsonl"] = _jsonl(train), _jsonl(test)
     rows, labels = abstracts(world, seed + 50, 400)
     files["arxiv/abstracts.jsonl"], files["arxiv/labels.jsonl"] = _jsonl(rows), _jsonl(labels)
+    rows, labels = abstracts(world, seed + 51, 1000, id_prefix=f"{YEAR_NOW - 1}.")   # other documents, other seed
+    files["arxiv/instruct.jsonl"] = _jsonl([{**r, "qcode": x["qcode"]} for r, x in zip(rows, labels)])
     files["iptc/mediatopic.tsv"] = _lines(["\t".join(row) for row in taxonomy_rows()])
     files["README.md"] = readme(world, files, meta)
     return files
