@@ -33,10 +33,11 @@ from typing import Sequence
 import torch
 
 from lm.data.loaders import Abstract, read_jsonl
-from lm.errors import DataError
+from lm.errors import ConfigError, DataError
 from lm.finetune.sft import SFTExamples
 from lm.labeling.candidates import candidate_lists, label_scores
 from lm.labeling.lm_generate import LMGenerator
+from lm.labeling.lm_score import LMScorer
 from lm.labeling.taxonomy import Taxonomy
 from lm.labeling.tfidf import TfidfVectorizer
 from lm.models.gpt2 import GPT2
@@ -54,6 +55,26 @@ class LabelTuneConfig:
     batch_size: int = 16           # examples per step
     lr: float = 2e-3               # peak learning rate (our small model)
     warmup_steps: int = 10         # linear warm-up steps
+    score_examples: bool = True    # also teach the label text after a document (what lm_score asks) ...
+    score_share: float = 1.0       # ... for this share of the documents (the first ones)
+    positions: int | None = 384    # the model's window, stretched to hold the prompt (None: the base's)
+
+
+@torch.no_grad()
+def extend_positions(model: GPT2, n: int) -> GPT2:
+    """Give `model` a window of `n` positions (at most twice its own): the new rows of the position
+    embedding start as copies of its last n - P rows, in order (fine-tuning then adapts them)."""
+    old = model.transformer.wpe.weight                                    # (P, C)
+    P = old.shape[0]
+    if n <= P:
+        return model
+    if n > 2 * P:
+        raise ConfigError(f"can stretch a window of {P} positions to at most {2 * P}, not {n}")
+    wpe = torch.nn.Embedding(n, old.shape[1], device=old.device, dtype=old.dtype)
+    wpe.weight.copy_(torch.cat([old, old[2 * P - n:]]))                   # (n, C)
+    model.transformer.wpe = wpe
+    model.config.n_positions = n
+    return model
 
 
 def load_instruct(path: str | os.PathLike, taxonomy: Taxonomy, evaluated: Sequence[Abstract] = ()
@@ -87,14 +108,29 @@ def training_candidates(docs: Sequence[Abstract], truth: dict[str, str], taxonom
     return out
 
 
+def reply(taxonomy: Taxonomy, qcode: str) -> str:
+    """What the model is taught to answer: the leaf's name, then its ID (the book's last-match rule
+    takes the ID; naming the topic first lets a small model say what it read before it copies)."""
+    return f" {taxonomy.leaf(qcode).path[-1]}: {qcode}"
+
+
 def instruction_examples(asker: LMGenerator, docs: Sequence[Abstract], truth: dict[str, str],
-                         candidates: Sequence[Sequence[str]], eos_id: int) -> SFTExamples:
-    """(the labeller's prompt ids, " ID" + EOS) per document: the model learns what it is asked."""
+                         candidates: Sequence[Sequence[str]], eos_id: int, scorer: LMScorer | None = None,
+                         score_share: float = 1.0) -> SFTExamples:
+    """Per document: (the generator's prompt ids, " ID" + EOS), so the model learns what it is
+    asked; with `scorer` also (the scorer's prompt ids, " " + the true label text) for the first
+    `score_share` of the documents, so that scoring candidates' label texts after a document
+    (`LMScorer`) ranks the right one first."""
     sequences, lengths = [], []
-    for d, cands in zip(docs, candidates):
+    n_score = round(score_share * len(docs))
+    for i, (d, cands) in enumerate(zip(docs, candidates)):
         p = asker.prompt_ids(d, cands)
-        sequences.append(p + asker.tokenizer.encode_ordinary(" " + truth[d.id]) + [eos_id])
+        sequences.append(p + asker.tokenizer.encode_ordinary(reply(asker.taxonomy, truth[d.id])) + [eos_id])
         lengths.append(len(p))
+        if scorer is not None and i < n_score:
+            p = scorer.prompt_ids(d)
+            sequences.append(p + scorer.candidate_ids(truth[d.id]))
+            lengths.append(len(p))
     return SFTExamples.from_token_ids(sequences, lengths, pad_id=eos_id, context=asker.window)
 
 
@@ -111,10 +147,13 @@ def tune_labeller(base: str | os.PathLike, docs: Sequence[Abstract], truth: dict
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model, tok = GPT2.from_pretrained(base, device=device), GPT2Tokenizer.from_dir(base)
+    if cfg.positions is not None:
+        extend_positions(model, cfg.positions)
     docs = list(docs[:cfg.examples] if cfg.examples is not None else docs)
     asker = LMGenerator(model, tok, taxonomy, template=template)
+    scorer = LMScorer(model, tok, taxonomy) if cfg.score_examples else None
     examples = instruction_examples(asker, docs, truth, training_candidates(docs, truth, taxonomy, k, seed),
-                                    tok.eot_id)
+                                    tok.eot_id, scorer, cfg.score_share)
     torch.manual_seed(seed)
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, warmup_steps=cfg.warmup_steps,
                        weight_decay=0.0, device=device, seed=seed)

@@ -18,7 +18,8 @@ tokens of our small BPE with three candidates). When it does not fit a model's w
 GPT-2 of chapter 5 has 256 positions), the generator sends `compact_prompt`: the book's prompt
 without its constant instructions, that is the document, the candidate list and the book's
 request for the ID (a model tuned on this layout, `lm.labeling.instruct`, learns the constant
-text as a constant anyway). Whatever still overflows is cut from the left, so the reply always
+text as a constant anyway). If that still overflows, the abstract loses its end (its beginning
+names the topic); whatever overflows after that is cut from the left, so the reply always
 follows the candidates and the request. `template="short"` drops even the request (document,
 candidates, then "Answer: ID:").
 
@@ -51,18 +52,23 @@ def short_prompt(doc: Abstract, candidates: Sequence[str], taxonomy: Taxonomy) -
     return f"Title: {doc.title}\nAbstract: {doc.abstract}\n\nCategories:\n{lines}\n\nAnswer: ID:"
 
 
-def compact_prompt(doc: Abstract, candidates: Sequence[str], taxonomy: Taxonomy) -> str:
-    """The book's prompt without the instructions every prompt shares: document, candidates, request."""
+def compact_parts(doc: Abstract, candidates: Sequence[str], taxonomy: Taxonomy) -> tuple[str, str, str]:
+    """The book's prompt without the instructions every prompt shares, in three parts: before the
+    abstract, the abstract, after it (the candidates and the request)."""
     lines = "\n".join(category_line(taxonomy.leaf(q)) for q in candidates)
-    return (f"Here is the document to classify:\n\nTitle: {doc.title}\n\nAbstract: {doc.abstract}\n\n"
-            f"Here are the possible categories:\n\n{lines}\n\nProvide only the ID of the selected category.\nID:")
+    return (f"Here is the document to classify:\n\nTitle: {doc.title}\n\nAbstract:", f" {doc.abstract}",
+            f"\n\nHere are the possible categories:\n\n{lines}\n\nProvide only the ID of the selected category.\nID:")
+
+
+def compact_prompt(doc: Abstract, candidates: Sequence[str], taxonomy: Taxonomy) -> str:
+    return "".join(compact_parts(doc, candidates, taxonomy))
 
 
 class LMGenerator(Labeller):
     """Ask a local LM for the ID, the book's way: last match, validated, up to `attempts` tries."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, taxonomy: Taxonomy, name: str = "lm_generate",
-                 template: str = "book", attempts: int = 3, max_new_tokens: int = 16, batch_size: int = 64,
+                 template: str = "book", attempts: int = 3, max_new_tokens: int = 24, batch_size: int = 64,
                  sampling: SamplingConfig | None = None, seed: int = 0, chat: bool = False,
                  system: str | None = DEFAULT_SYSTEM):
         if template not in TEMPLATES:
@@ -90,7 +96,9 @@ class LMGenerator(Labeller):
         ids = self.tokenizer.encode_ordinary(text)
         room = None if self.window is None else self.window - self.max_new_tokens
         if self.template == "book" and room is not None and len(ids) > room:     # see the module docstring
-            ids = self.tokenizer.encode_ordinary(compact_prompt(doc, candidates, self.taxonomy))
+            head, abstract, tail = (self.tokenizer.encode_ordinary(t)
+                                    for t in compact_parts(doc, candidates, self.taxonomy))
+            ids = head + abstract[:max(0, room - len(head) - len(tail))] + tail    # the abstract's end goes first
         if self.chat:   # the template's specials as specials, the prompt as plain text
             before, after = apply_chat_template([{"role": "user", "content": "\x00"}], True, self.system).split("\x00")
             ids = (self.tokenizer.encode(before, allowed_special="all") + ids +
