@@ -254,7 +254,8 @@ def vote_tradeoff(by_min_votes: dict, labellers: dict, min_votes: int | None, pa
         acc = [r["accuracy_vs_truth"] for _, r in rows]
         ax.plot(cov, acc, "o-", color="C0", lw=1.6, ms=6, label="the vote, by votes needed")
         for (m, _), c, a in zip(rows, cov, acc):
-            ax.annotate(f"{m} vote{'s' if m > 1 else ''}", (c, a), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            ax.annotate(f"{m} vote{'s' if m > 1 else ''}", (c, a), textcoords="offset points",
+                        xytext=(6, 4 if m % 2 else -12), fontsize=8)          # 1 and 2 votes often coincide
             if m == min_votes:
                 ax.plot([c], [a], "o", ms=13, mfc="none", mec="C3", mew=1.6, label=f"used: {m} votes (more than half)")
     for i, (name, m) in enumerate(labellers.items()):

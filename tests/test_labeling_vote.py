@@ -179,3 +179,18 @@ def test_embedded_toy_task_needs_more_than_word_overlap():
     true_idx = np.array([tax.index(truth[d.id]) for d in docs])
     assert (top[:, 0] == true_idx).mean() <= 0.85
     assert (top[:, :3] == true_idx[:, None]).any(axis=1).mean() >= 0.95
+
+
+def test_extend_positions_interpolates_the_position_embedding(tiny_gen):
+    from lm.labeling.instruct import extend_positions
+    _, tok = tiny_gen
+    torch.manual_seed(0)
+    model = GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=4, n_embd=8, n_layer=1, n_head=2))
+    old = model.transformer.wpe.weight.detach().clone()                        # (4, 8)
+    assert extend_positions(model, 4) is model and model.config.n_positions == 4
+    extend_positions(model, 7)                                                  # new i <- old i * 3 / 6
+    new = model.transformer.wpe.weight.detach()
+    assert new.shape == (7, 8) and model.config.n_positions == 7
+    assert torch.allclose(new[0], old[0]) and torch.allclose(new[6], old[3]) and torch.allclose(new[2], old[1])
+    assert torch.allclose(new[1], (old[0] + old[1]) / 2, atol=1e-6)
+    assert model(torch.zeros((1, 7), dtype=torch.long)).shape == (1, 7, tok.vocab_size)

@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 
 from lm.data.loaders import Abstract, read_jsonl
-from lm.errors import ConfigError, DataError
+from lm.errors import DataError
 from lm.finetune.sft import SFTExamples
 from lm.labeling.candidates import candidate_lists, label_scores
 from lm.labeling.lm_generate import LMGenerator
@@ -62,16 +62,19 @@ class LabelTuneConfig:
 
 @torch.no_grad()
 def extend_positions(model: GPT2, n: int) -> GPT2:
-    """Give `model` a window of `n` positions (at most twice its own): the new rows of the position
-    embedding start as copies of its last n - P rows, in order (fine-tuning then adapts them)."""
+    """Give `model` a window of `n` positions by position interpolation: the learned position
+    embedding, (P, C), is resampled linearly to (n, C), so position i of the new window looks like
+    position i * (P - 1) / (n - 1) of the old one. Every position stays distinct and its
+    neighbours similar; fine-tuning adapts the model to the slower clock. (Copying the last rows
+    into the new ones instead makes positions p and p - (n - P) identical, and the tuned model then
+    miscounts the repeated digits of an ID.) A no-op when n <= P."""
     old = model.transformer.wpe.weight                                    # (P, C)
     P = old.shape[0]
     if n <= P:
         return model
-    if n > 2 * P:
-        raise ConfigError(f"can stretch a window of {P} positions to at most {2 * P}, not {n}")
+    rows = torch.nn.functional.interpolate(old.T[None], size=n, mode="linear", align_corners=True)[0].T   # (n, C)
     wpe = torch.nn.Embedding(n, old.shape[1], device=old.device, dtype=old.dtype)
-    wpe.weight.copy_(torch.cat([old, old[2 * P - n:]]))                   # (n, C)
+    wpe.weight.copy_(rows)
     model.transformer.wpe = wpe
     model.config.n_positions = n
     return model

@@ -73,9 +73,9 @@ class Settings:
     tune_examples: int | None = quick_full(2000, None)  # labelled documents it is tuned on (None: all)
     tune_epochs: float = 1.5                          # passes over them
     tune_lr: float = 3e-3                             # peak learning rate (our small GPT-2)
-    tune_batch: int = 16                              # examples per step
+    tune_batch: int = 8                               # examples per step
     tune_score_share: float = 0.3                     # documents also taught as lm_score asks (label text after it)
-    tune_positions: int | None = 384                  # its window, stretched from the base's 256 to hold the prompt
+    tune_positions: int | None = None                 # its window, stretched (lm.labeling.instruct.extend_positions; None: the base's)
     test_share: float = 0.25                          # held-out documents (the book: 500 of 20,500; ours more, to measure)
     min_docs: int = 3                                 # fold labels with fewer training documents into "Other" (book: 20 of 17,715)
     # classifier A: bag of words + logistic regression (lm.finetune.classic)

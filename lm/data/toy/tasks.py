@@ -294,7 +294,7 @@ def _abstract(world: World, r: random.Random, leaf, leaves: list) -> tuple[str, 
     y2 = y1 + r.randint(3, 12)
     title = r.choice((f"{capitalised(k1)} and {k2} in {t.name}", f"On {k1}, {k2} and {k3}",
                       f"A study of {k1} in {t.region}", f"{capitalised(k1)}: evidence from {t.name}",
-                      f"New records from {t.name}", f"A survey of {t.region}, {y1} to {y2}"))
+                      f"New records of {k2} from {t.name}", f"{capitalised(k3)} in {t.region}, {y1} to {y2}"))
     topic = leaf.subject if r.random() < ABSTRACT_LITERAL else f"{k1} and {k2}, a question of {leaf.path[-2]}"
     sents = [
         r.choice((f"We study {topic} in {t.name} and the nearby towns of {t.region}.",
