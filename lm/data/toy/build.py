@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 from lm.data.loaders import EMBEDDED_DIR, EMOTION_LABELS
@@ -70,9 +71,15 @@ _FILE_NOTES = (  # (path, note), in the order of the README table
 # Measured on this data by the doc_labeling stage (quick, seed 0) and written into the README by
 # hand: the labellers' answers depend on trained models, which the generator does not run.
 MEASURED_DIFFICULTY = (
-    ("TF-IDF nearest label (word overlap)", "1.000", "TODO"),
+    ("TF-IDF nearest label (word overlap with the label texts)", "1.000", "0.748"),
+    ("the labelling model scoring each candidate's label text (`lm_score`)", "1.000", "0.783"),
+    ("the labelling model writing the ID after the book's prompt (`lm_generate`)", "0.943", "0.725"),
+    ("the vote, 2 of the 3 (more than half): documents labelled, accuracy of their labels", "0.940", "0.886"),
 )
-MEASURED_NOTE = "TODO"
+MEASURED_NOTE = ("Every labeller errs on its own documents, so the vote's labels are more accurate than any "
+                 "single labeller's, also on the same 376 documents (best single: 0.811); the true leaf is "
+                 "among the 3 TF-IDF candidates for 0.970 of the abstracts. The labelling model is the small "
+                 "GPT-2 instruction-tuned on `arxiv/instruct.jsonl` (`lm.labeling.instruct`).")
 
 
 def readme(world: World, files: dict[str, str], meta: dict) -> str:
@@ -146,7 +153,7 @@ def readme(world: World, files: dict[str, str], meta: dict) -> str:
             "the true leaves of the 400 abstracts):", "",
             "| labeller | valid answers | accuracy |", "|---|---:|---:|"]
     out += [f"| {name} | {cov} | {acc} |" for name, cov, acc in MEASURED_DIFFICULTY]
-    out += ["", MEASURED_NOTE, ""]
+    out += [""] + textwrap.wrap(MEASURED_NOTE, 100) + [""]
     return "\n".join(out)
 
 
