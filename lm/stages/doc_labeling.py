@@ -19,8 +19,9 @@ own models (`lm.labeling`):
    vote's accuracy and the best single labeller's on the same documents, and the trade-off
    every vote threshold makes between coverage and accuracy;
 5. the labels (rare ones folded into "Other") train two classifiers on the training documents:
-   bag-of-words logistic regression and GPT-2 with a classification head (the book: roberta-base),
-   scored on held-out documents against the ensemble's labels and, on the toy data, the true
+   bag-of-words logistic regression and GPT-2 with a classification head (the book: roberta-base;
+   ours starts from the labelling model, as the book's LoRA classifier starts from an instruction
+   model, `head_from`), scored on held-out documents against the ensemble's labels and, on the toy data, the true
    topics. The top-level accuracies are the GPT-2 head's (the book's kind of classifier); the
    regression's are in `classifiers`.
 
