@@ -242,6 +242,30 @@ def sampling_demos(demos: dict, path: str | os.PathLike, draws: int | None = Non
 # Classifiers
 # --------------------------------------------------------------------------------------------
 
+def vote_tradeoff(by_min_votes: dict, labellers: dict, min_votes: int | None, path: str | os.PathLike,
+                  title: str) -> Path:
+    """doc_labeling: coverage against accuracy (vs the truth) of the vote at every threshold (votes
+    a label needs, joined by a line; the stage's own one ringed), and of each labeller alone."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    rows = sorted(((int(m), r) for m, r in by_min_votes.items() if r.get("accuracy_vs_truth") is not None))
+    if rows:
+        cov = [r["coverage"] for _, r in rows]
+        acc = [r["accuracy_vs_truth"] for _, r in rows]
+        ax.plot(cov, acc, "o-", color="C0", lw=1.6, ms=6, label="the vote, by votes needed")
+        for (m, _), c, a in zip(rows, cov, acc):
+            ax.annotate(f"{m} vote{'s' if m > 1 else ''}", (c, a), textcoords="offset points",
+                        xytext=(6, 4 if m % 2 else -12), fontsize=8)          # 1 and 2 votes often coincide
+            if m == min_votes:
+                ax.plot([c], [a], "o", ms=13, mfc="none", mec="C3", mew=1.6, label=f"used: {m} votes (more than half)")
+    for i, (name, m) in enumerate(labellers.items()):
+        if m.get("accuracy_vs_truth") is not None:
+            ax.plot([m["coverage"]], [m["accuracy_vs_truth"]], "s", color=f"C{i + 2}", ms=7, label=f"{name} alone")
+    _style(ax, title, "coverage (share of documents given a label)", "accuracy of the labels given (vs truth)")
+    ax.legend(fontsize=7.5, loc="lower left")
+    return _save(fig, path)
+
+
 def accuracy_curve(accuracy: list[float], path: str | os.PathLike, title: str,
                    book: list[float] | None = None, split: str = "eval") -> Path:
     """Accuracy per epoch (on the reported split), beside the book's per-epoch figures when known."""

@@ -180,6 +180,10 @@ def draw_stage(run_dir: Path, name: str, entry: dict, plot_dir: Path, real_data:
         elif plots.has_loss(records):
             drawn.append((f"training and validation loss{where}",
                           plots.loss_curves(records, out(f"loss{tag}"), f"{name}{where}: training and validation loss")))
+    if isinstance(metrics.get("by_min_votes"), dict) and isinstance(metrics.get("labellers"), dict):
+        drawn.append(("coverage and accuracy of the vote at every threshold, and of each labeller alone",
+                      plots.vote_tradeoff(metrics["by_min_votes"], metrics["labellers"], metrics.get("min_votes"),
+                                          out("vote"), f"{name}: what the vote threshold trades")))
     acc = metrics.get("accuracy_per_epoch")
     if isinstance(acc, list) and acc and all(isinstance(a, (int, float)) for a in acc):
         split = metrics.get("eval_split", "eval")
@@ -246,6 +250,19 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
     changed = [(n, text) for n, text in changed if isinstance(text, str) and text]
     if changed:                                                 # GRPO's stages say what the run changed
         lines += ["", "## What changed", ""] + [f"- **{n}**: {_cell(text)}" for n, text in changed]
+
+    for name in names:                                          # doc_labeling: each labeller and the vote
+        m = stages[name].get("metrics") or {}
+        if isinstance(m.get("labellers"), dict) and m["labellers"]:
+            lines += ["", f"## Labellers ({name})", "",
+                      "| labeller | coverage | accuracy vs truth | accuracy on the labelled documents |",
+                      "|---|---:|---:|---:|"]
+            for lab, r in m["labellers"].items():
+                lines.append(f"| {_cell(lab)} | {format_value(r.get('coverage'))} | "
+                             f"{format_value(r.get('accuracy_vs_truth', '-'))} | {format_value(r.get('accuracy_on_labelled', '-'))} |")
+            if m.get("min_votes") is not None:
+                lines.append(f"| the vote ({m['min_votes']} votes) | {format_value(m.get('coverage'))} | | "
+                             f"{format_value(m.get('ensemble_accuracy_vs_truth', '-'))} |")
 
     book_rows = []
     for name in names:

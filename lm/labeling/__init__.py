@@ -13,12 +13,14 @@ into "Other", and trains a classifier on the result. Read in this order:
     prompt.py       the book's prompt, the last-match ID rule and its validation
     labeller.py     the interface `label(document, candidates) -> id or None`; nearest label
     lm_score.py     a local LM scoring each candidate's text (batched)
-    lm_generate.py  a local LM writing the ID after the book's prompt (retries)
+    lm_generate.py  a local LM writing the ID after the book's prompt (retries; compact form for short windows)
+    instruct.py     the labelling model: our GPT-2 instruction-tuned on other labelled documents
     hosted.py       any OpenAI-compatible endpoint, standard library only (retries, key kept secret)
     cache.py        every answer appended to JSONL as it arrives (resume after a crash)
-    ensemble.py     majority vote, coverage, agreement, Cohen's kappa, rare labels -> "Other"
+    ensemble.py     majority vote (more than half), coverage, agreement, Cohen's kappa, rare labels -> "Other"
     pipeline.py     running many labellers over a corpus (batched, threaded, cached, progress)
-    workflow.py     candidates -> answers -> votes -> metrics, shared by the stage and the CLI
+    workflow.py     candidates -> answers -> votes -> metrics (the vote vs the best single labeller),
+                    shared by the stage and the CLI
     __main__.py     `python -m lm.labeling`: label any data dir with local and hosted labellers
 
 Stage: `lm/stages/doc_labeling.py`.

@@ -13,11 +13,15 @@ Documents are batched: every document of a batch gets its first attempt in one `
 those without a valid ID get the second attempt together, and so on. Each reply stops at a
 newline or the end-of-text token, or after `max_new_tokens`.
 
-The book's prompt is about 250 tokens before the document and the candidates. A model with a
-shorter window (the small GPT-2 of chapter 5 has 128 positions) sees only the *end* of the
-prompt: the ids are cut from the left so that the prompt plus the reply fit, which keeps the
-candidate list's tail and the final instruction. `template="short"` drops the instructions
-(document, candidates, then "Answer: ID:"), for models too small to follow them anyway.
+The book's prompt is about 250 words of instructions around the document and the candidates (760
+tokens of our small BPE with three candidates). When it does not fit a model's window (the small
+GPT-2 of chapter 5 has 256 positions), the generator sends `compact_prompt`: the book's prompt
+without its constant instructions, that is the document, the candidate list and the book's
+request for the ID (a model tuned on this layout, `lm.labeling.instruct`, learns the constant
+text as a constant anyway). If that still overflows, the abstract loses its end (its beginning
+names the topic); whatever overflows after that is cut from the left, so the reply always
+follows the candidates and the request. `template="short"` drops even the request (document,
+candidates, then "Answer: ID:").
 
 An instruction-tuned model (Qwen2-Instruct, loaded with `lm.models.auto.load_causal_lm`) gets the
 prompt as the one user message of a ChatML conversation (`chat=True`, the book sends one user
@@ -48,11 +52,23 @@ def short_prompt(doc: Abstract, candidates: Sequence[str], taxonomy: Taxonomy) -
     return f"Title: {doc.title}\nAbstract: {doc.abstract}\n\nCategories:\n{lines}\n\nAnswer: ID:"
 
 
+def compact_parts(doc: Abstract, candidates: Sequence[str], taxonomy: Taxonomy) -> tuple[str, str, str]:
+    """The book's prompt without the instructions every prompt shares, in three parts: before the
+    abstract, the abstract, after it (the candidates and the request)."""
+    lines = "\n".join(category_line(taxonomy.leaf(q)) for q in candidates)
+    return (f"Here is the document to classify:\n\nTitle: {doc.title}\n\nAbstract:", f" {doc.abstract}",
+            f"\n\nHere are the possible categories:\n\n{lines}\n\nProvide only the ID of the selected category.\nID:")
+
+
+def compact_prompt(doc: Abstract, candidates: Sequence[str], taxonomy: Taxonomy) -> str:
+    return "".join(compact_parts(doc, candidates, taxonomy))
+
+
 class LMGenerator(Labeller):
     """Ask a local LM for the ID, the book's way: last match, validated, up to `attempts` tries."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, taxonomy: Taxonomy, name: str = "lm_generate",
-                 template: str = "book", attempts: int = 3, max_new_tokens: int = 16, batch_size: int = 64,
+                 template: str = "book", attempts: int = 3, max_new_tokens: int = 24, batch_size: int = 64,
                  sampling: SamplingConfig | None = None, seed: int = 0, chat: bool = False,
                  system: str | None = DEFAULT_SYSTEM):
         if template not in TEMPLATES:
@@ -78,6 +94,11 @@ class LMGenerator(Labeller):
     def prompt_ids(self, doc: Abstract, candidates: Sequence[str]) -> list[int]:
         text = (build_prompt if self.template == "book" else short_prompt)(doc, candidates, self.taxonomy)
         ids = self.tokenizer.encode_ordinary(text)
+        room = None if self.window is None else self.window - self.max_new_tokens
+        if self.template == "book" and room is not None and len(ids) > room:     # see the module docstring
+            head, abstract, tail = (self.tokenizer.encode_ordinary(t)
+                                    for t in compact_parts(doc, candidates, self.taxonomy))
+            ids = head + abstract[:max(0, room - len(head) - len(tail))] + tail    # the abstract's end goes first
         if self.chat:   # the template's specials as specials, the prompt as plain text
             before, after = apply_chat_template([{"role": "user", "content": "\x00"}], True, self.system).split("\x00")
             ids = (self.tokenizer.encode(before, allowed_special="all") + ids +

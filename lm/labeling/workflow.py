@@ -15,8 +15,8 @@
 
     tfidf        nearest label by TF-IDF cosine (with TF-IDF candidates: the first candidate)
     gpt2_embed   nearest label by mean-pooled GPT-2 states (centered)
-    lm_score     the GPT-2 language model scoring each candidate's text after the document
-    lm_generate  the GPT-2 language model writing the ID after the book's prompt (3 attempts)
+    lm_score     the (instruction-tuned) GPT-2 scoring each candidate's text after the document
+    lm_generate  the (instruction-tuned) GPT-2 writing the ID after the book's prompt (3 attempts)
 """
 from __future__ import annotations
 
@@ -57,9 +57,11 @@ def make_embedder(kind: str, model=None, tokenizer=None):
 
 def local_labellers(names: Sequence[str], taxonomy: Taxonomy, docs: Sequence[Abstract], model=None, tokenizer=None,
                     score_normalize: str = "sum", generate_template: str = "book", seed: int = 0,
-                    embedders: dict | None = None) -> list[Labeller]:
+                    embedders: dict | None = None, instruct_model=None) -> list[Labeller]:
     """The named offline labellers (see the module docstring).
 
+    `instruct_model`: the model lm_score and lm_generate ask (the instruction-tuned labelling
+    model, `lm.labeling.instruct`, with `tokenizer`); default `model`.
     The nearest-label labellers use `embedders["tfidf"]` / `embedders["gpt2"]` when given (already
     fitted, e.g. those that picked the candidates), else new ones fitted on `docs` + label texts.
     """
@@ -69,6 +71,7 @@ def local_labellers(names: Sequence[str], taxonomy: Taxonomy, docs: Sequence[Abs
     if model is None and NEEDS_MODEL & set(names):
         raise ConfigError(f"labellers {sorted(NEEDS_MODEL & set(names))} need a GPT-2 model (--gpt2 FOLDER)")
     texts = [document_text(d) for d in docs] + taxonomy.texts
+    asked = instruct_model if instruct_model is not None else model
     out: list[Labeller] = []
     for name in names:
         if name in ("tfidf", "gpt2_embed"):
@@ -76,9 +79,9 @@ def local_labellers(names: Sequence[str], taxonomy: Taxonomy, docs: Sequence[Abs
             emb = (embedders or {}).get(kind) or make_embedder(kind, model, tokenizer).fit(texts)
             out.append(NearestLabel(emb, taxonomy, name))
         elif name == "lm_score":
-            out.append(LMScorer(model, tokenizer, taxonomy, name, normalize=score_normalize))
+            out.append(LMScorer(asked, tokenizer, taxonomy, name, normalize=score_normalize))
         else:
-            out.append(LMGenerator(model, tokenizer, taxonomy, name, template=generate_template, seed=seed))
+            out.append(LMGenerator(asked, tokenizer, taxonomy, name, template=generate_template, seed=seed))
     return out
 
 
@@ -99,8 +102,9 @@ def label_corpus(docs: Sequence[Abstract], taxonomy: Taxonomy, labellers: Sequen
     metrics: `coverage` (share of documents with a majority label), `agreement` and `kappa`
     (mean over labeller pairs), `labellers` ({name: {coverage[, accuracy_vs_truth]}}), `pairs`,
     `by_min_votes` (coverage [and accuracy] of the vote at every threshold), and with `truth`:
-    `candidate_recall` (true leaf among the k candidates) and `ensemble_accuracy_vs_truth` (on
-    the documents with a label).
+    `candidate_recall` (true leaf among the k candidates), `ensemble_accuracy_vs_truth` (on the
+    documents with a label), `best_single_accuracy_vs_truth` (the best labeller's accuracy on those
+    same documents: what the vote is for is beating it) and `best_single_labeller`.
     """
     if not labellers:
         raise ConfigError("give at least one labeller")
@@ -135,4 +139,11 @@ def label_corpus(docs: Sequence[Abstract], taxonomy: Taxonomy, labellers: Sequen
         labelled = [d for d in ids if labels[d] is not None]
         metrics["ensemble_accuracy_vs_truth"] = (
             round(float(np.mean([labels[d] == truth[d] for d in labelled])), 4) if labelled else None)
+        if labelled:
+            on_kept = {name: float(np.mean([a[d] == truth[d] for d in labelled])) for name, a in answers.items()}
+            best = max(on_kept, key=lambda name: (on_kept[name], name))
+            metrics["best_single_labeller"] = best
+            metrics["best_single_accuracy_vs_truth"] = round(on_kept[best], 4)
+            for name, acc in on_kept.items():
+                metrics["labellers"][name]["accuracy_on_labelled"] = round(acc, 4)
     return LabelRun(candidates, answers, labels, min_votes, metrics)

@@ -7,13 +7,21 @@ own models (`lm.labeling`):
 1. candidates: TF-IDF and GPT-2 embeddings each rank the leaves for every document; on the toy
    data (which knows each abstract's true leaf) the recall of the truth among the k candidates
    is measured for both, and the configured one (TF-IDF, the better) picks the candidates;
-2. four local labellers answer every document: nearest label by TF-IDF, nearest label by GPT-2
-   embedding, the GPT-2 LM scoring each candidate's text, the GPT-2 LM writing the ID after the
-   book's prompt (3 attempts); a label needs the book's n // 2 + 1 votes;
-3. coverage, agreement and Cohen's kappa of the labellers; on the toy data their accuracy;
-4. the labels (rare ones folded into "Other") train two classifiers on the training documents:
-   bag-of-words logistic regression and GPT-2 with a classification head (the book: roberta-base),
-   scored on held-out documents against the ensemble's labels and, on the toy data, the true
+2. the labelling model: the GPT-2 instruction-tuned on the labelled documents of
+   `arxiv/instruct.jsonl` (never the documents labelled here; `lm.labeling.instruct`), once per
+   run in RUN/pretrained/labeller; without that file (the real data) the base GPT-2 is asked;
+3. three local labellers of three kinds answer every document: nearest label by TF-IDF
+   (embedding), the labelling model scoring each candidate's label text (LM scoring), the
+   labelling model writing the ID after the book's prompt (generation, 3 attempts); a label
+   needs the book's n // 2 + 1 votes, more than half (`gpt2_embed`, nearest label by GPT-2
+   states, can be added in `labellers`);
+4. coverage, agreement and Cohen's kappa of the labellers; on the toy data their accuracy, the
+   vote's accuracy and the best single labeller's on the same documents, and the trade-off
+   every vote threshold makes between coverage and accuracy;
+5. the labels (rare ones folded into "Other") train two classifiers on the training documents:
+   bag-of-words logistic regression and GPT-2 with a classification head (the book: roberta-base;
+   ours starts from the labelling model, as the book's LoRA classifier starts from an instruction
+   model, `head_from`), scored on held-out documents against the ensemble's labels and, on the toy data, the true
    topics. The top-level accuracies are the GPT-2 head's (the book's kind of classifier); the
    regression's are in `classifiers`.
 
@@ -22,12 +30,13 @@ The GPT-2 is `pretrained_gpt2(cfg, data_dir)`: the --gpt2 folder or the small on
 """
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm.data.loaders import book_shuffle, book_split
+from lm.data.loaders import book_shuffle, book_split, data_file, optional_file
 from lm.labeling.cache import AnswerCache
 from lm.labeling.candidates import label_scores, recall_report
 from lm.finetune.classic import BagOfWords, LogisticRegression
@@ -37,6 +46,7 @@ from lm.finetune.epochs import train_by_epoch
 from lm.finetune.metrics import accuracy, confusion
 from lm.labeling.documents import ABSTRACTS, TAXONOMY, document_text, load_corpus
 from lm.labeling.ensemble import OTHER, fold_rare
+from lm.labeling.instruct import INSTRUCT, LabelTuneConfig, load_instruct, tune_labeller
 from lm.labeling.workflow import label_corpus, local_labellers, make_embedder
 from lm.models.gpt2 import GPT2
 from lm.stages import RunConfig, quick_full
@@ -46,7 +56,8 @@ from lm.utils import atomic_write_json, choose_device, say, torch_threads
 
 DATA_FILES = [ABSTRACTS, TAXONOMY]
 NEEDS_GPT2 = True
-KEY_METRICS = ["coverage", "agreement", "accuracy_vs_labels", "accuracy_vs_truth", "candidate_recall"]
+KEY_METRICS = ["coverage", "ensemble_accuracy_vs_truth", "best_single_accuracy_vs_truth", "accuracy_vs_labels",
+               "accuracy_vs_truth", "lm_generate_valid"]
 
 
 @dataclass
@@ -55,18 +66,26 @@ class Settings:
     candidate_share: float = 0.09                     # candidates per document as a share of the leaves (book: 100 of 1,136)
     max_candidates: int = quick_full(20, 100)         # ... at most (the book's 100)
     candidates: str = "tfidf"                         # embedder that picks the candidates (better recall on the toy data)
-    labellers: list = quick_full(["tfidf", "gpt2_embed", "lm_score", "lm_generate"],
-                                 ["tfidf", "gpt2_embed", "lm_score", "lm_generate"])   # local labellers (lm.labeling.workflow)
+    labellers: list = quick_full(["tfidf", "lm_score", "lm_generate"],
+                                 ["tfidf", "lm_score", "lm_generate"])   # local labellers (lm.labeling.workflow)
     min_votes: int | None = None                      # votes a label needs (None: the book's labellers // 2 + 1)
     score_normalize: str = "sum"                      # lm_score's comparison: sum | mean | pmi (sum: best on the toy data)
+    # the labelling model (lm.labeling.instruct), when the data dir has arxiv/instruct.jsonl
+    tune_examples: int | None = quick_full(2000, None)  # labelled documents it is tuned on (None: all)
+    tune_epochs: float = 1.5                          # passes over them
+    tune_lr: float = 3e-3                             # peak learning rate (our small GPT-2)
+    tune_batch: int = 8                               # examples per step
+    tune_score_share: float = 0.3                     # documents also taught as lm_score asks (label text after it)
+    tune_positions: int | None = None                 # its window, stretched (lm.labeling.instruct.extend_positions; None: the base's)
     test_share: float = 0.25                          # held-out documents (the book: 500 of 20,500; ours more, to measure)
     min_docs: int = 3                                 # fold labels with fewer training documents into "Other" (book: 20 of 17,715)
     # classifier A: bag of words + logistic regression (lm.finetune.classic)
     bow_features: int = 10_000                        # most frequent words kept (the book's emotion LR: 10,000)
     lr_C: float = 1.0                                 # inverse L2 strength (scikit-learn's default, the book's)
     # classifier B: GPT-2 with a classification head (lm.finetune.classifier; the book: roberta-base)
-    head_epochs: int = quick_full(15, 20)             # passes over the labelled training documents (the book: 20)
-    head_batch: int = 4                               # documents per step (the book: 32; ours has ~100 documents)
+    head_from: str = "labeller"                       # its transformer: "labeller" (the labelling model, when tuned) or "base"
+    head_epochs: int = quick_full(6, 20)              # passes over the labelled training documents (the book: 20)
+    head_batch: int = 8                               # documents per step (the book: 32; ours has ~300 documents)
     head_lr: float = 2e-3                             # peak rate, cosine after warm-up (our small GPT-2)
     head_warmup: int = 10                             # warm-up steps
     real_head_lr: float = 5e-5                        # with --gpt2 weights: the book's rate, constant
@@ -133,6 +152,27 @@ def gpt2_head(folder: Path, tok, train: dict[str, str], test: dict[str, str], te
                           "steps": res.get("steps")}
 
 
+def labelling_model(cfg: RunConfig, s: Settings, base: Path, data_dir: Path, out_dir: Path, docs, taxonomy,
+                    k: int) -> tuple[Path, dict]:
+    """The folder of the model lm_score and lm_generate ask, and what to report about it: the base
+    instruction-tuned on arxiv/instruct.jsonl (cached in RUN/pretrained/labeller), or the base itself
+    when the data dir has no instruction data or real weights were given (--gpt2)."""
+    if cfg.gpt2 or not optional_file(data_dir, INSTRUCT):
+        why = "--gpt2 weights are used as they are" if cfg.gpt2 else f"no {INSTRUCT} in the data dir"
+        return base, {"tuned": False, "why": why}
+    cache = (Path(cfg.run_dir) / "pretrained" if cfg.run_dir is not None else out_dir) / "labeller"
+    t0 = time.perf_counter()
+    ex_docs, ex_truth = load_instruct(data_file(data_dir, INSTRUCT), taxonomy, docs)
+    tune = LabelTuneConfig(examples=s.tune_examples, epochs=s.tune_epochs, batch_size=s.tune_batch, lr=s.tune_lr,
+                           score_share=s.tune_score_share, positions=s.tune_positions)
+    with torch_threads(cfg.threads):     # larger steps than the head's: both cores help
+        folder = tune_labeller(base, ex_docs, ex_truth, taxonomy, k, cache, tune, seed=cfg.seed, device=cfg.device)
+    info = json.loads((folder / "labeller.json").read_text(encoding="utf-8"))
+    return folder, {"tuned": True, "folder": str(folder), "documents": info["documents"], "steps": info["steps"],
+                    "train_loss": round(info["train_loss"], 4), "seconds_tuning": info["seconds"],
+                    "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     device = choose_device(cfg.device)
     docs, taxonomy, truth = load_corpus(data_dir, s.documents)
@@ -152,16 +192,22 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
         metrics["candidate_recall_by_embedder"] = recall
         metrics["candidate_embedder_best"] = max(recall, key=lambda kind: recall[kind][f"recall@{k}"])
 
-    # 2-3. labellers, vote, agreement
+    # 2. the labelling model
+    tuned_folder, metrics["labelling_model"] = labelling_model(cfg, s, folder, data_dir, out_dir, docs, taxonomy, k)
+    tuned = model if tuned_folder == folder else GPT2.from_pretrained(tuned_folder, device=device)
+
+    # 3-4. labellers, vote, agreement
     t0 = time.perf_counter()
     labellers = local_labellers(s.labellers, taxonomy, docs, model, tok, s.score_normalize, seed=cfg.seed,
-                                embedders=embedders)
+                                embedders=embedders, instruct_model=tuned)
     with AnswerCache(out_dir / "answers.jsonl") as cache:
         lab = label_corpus(docs, taxonomy, labellers, scores[s.candidates], k, cache, truth=truth,
                            min_votes=s.min_votes, quiet=cfg.quiet)
     metrics.update(lab.metrics, candidates=s.candidates, seconds_labelling=round(time.perf_counter() - t0, 2))
+    if "lm_generate" in metrics["labellers"]:    # the share of documents given a valid ID (3 attempts)
+        metrics["lm_generate_valid"] = metrics["labellers"]["lm_generate"]["coverage"]
 
-    # 4. the classifier's data: train/test split, rare labels folded
+    # 5. the classifier's data: train/test split, rare labels folded
     train_docs, test_docs = book_split(book_shuffle(docs), 1 - s.test_share)
     train = {d.id: lab.labels[d.id] for d in train_docs if lab.labels[d.id] is not None}
     test = {d.id: lab.labels[d.id] for d in test_docs if lab.labels[d.id] is not None}
@@ -172,7 +218,7 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     for name, m in metrics["labellers"].items():
         say(f"  {name:12s} " + " ".join(f"{key}={v}" for key, v in m.items()))
 
-    # 5. classifiers trained on the ensemble's labels, scored on the held-out documents
+    # 6. classifiers trained on the ensemble's labels, scored on the held-out documents
     classes = kept + ([OTHER] if OTHER in train.values() or OTHER in test.values() else [])
     texts = {d.id: document_text(d) for d in docs}
     test_ids = [d.id for d in test_docs]
@@ -184,7 +230,9 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     lr_result = scores_of("bow_lr", bow_lr(train, texts, test_ids, s), test, test_ids, truth, classes)
     lr_result["seconds"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    pred, extra = gpt2_head(folder, tok, train, test, texts, test_ids, classes, s, cfg, out_dir)
+    backbone = tuned_folder if s.head_from == "labeller" else folder
+    metrics["head_from"] = str(backbone)
+    pred, extra = gpt2_head(backbone, tok, train, test, texts, test_ids, classes, s, cfg, out_dir)
     head = {**scores_of("gpt2_head", pred, test, test_ids, truth, classes), **extra,
             "seconds": round(time.perf_counter() - t0, 2)}
     metrics["classifiers"] = {"bow_lr": lr_result, "gpt2_head": head}

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 from lm.data.loaders import EMBEDDED_DIR, EMOTION_LABELS
-from lm.data.toy.world import CAPITALS, JOBS, SPECIES, TOWNS, World, build_world
+from lm.data.toy.world import CAPITALS, JOBS, SPECIES, TOWNS, YEAR_NOW, World, build_world
 from lm.data.toy.tasks import abstracts, emotion_split, gsm8k_split, instruct_rows, taxonomy_rows
 from lm.data.toy.text import lm_corpus
 from lm.utils import atomic_write_bytes
@@ -60,10 +61,25 @@ _FILE_NOTES = (  # (path, note), in the order of the README table
     ("instruct/instruct.jsonl", '`{"instruction", "solution"}` with checkable answers'),
     ("gsm8k/train.jsonl", '`{"question", "answer"}`, worked steps with `<<a*b=c>>` and a final `#### n`'),
     ("gsm8k/test.jsonl", "same, no question shared with train"),
-    ("arxiv/abstracts.jsonl", '`{"id", "title", "abstract"}`, 3-5 sentences, each about one leaf topic'),
+    ("arxiv/abstracts.jsonl", '`{"id", "title", "abstract"}`, 3-6 sentences, each about one leaf topic, with distractors'),
     ("arxiv/labels.jsonl", '`{"id", "qcode"}`: the true leaf topic of each abstract (loaders ignore it)'),
+    ("arxiv/instruct.jsonl", '`{"id", "title", "abstract", "qcode"}`: other labelled abstracts (other seed) to instruction-tune the labelling model'),
     ("iptc/mediatopic.tsv", "`qcode level path definition is_leaf`, 8 top topics, 30 leaves (levels 1-3)"),
 )
+
+
+# Measured on this data by the doc_labeling stage (quick, seed 0) and written into the README by
+# hand: the labellers' answers depend on trained models, which the generator does not run.
+MEASURED_DIFFICULTY = (
+    ("TF-IDF nearest label (word overlap with the label texts)", "1.000", "0.748"),
+    ("the labelling model scoring each candidate's label text (`lm_score`)", "1.000", "0.783"),
+    ("the labelling model writing the ID after the book's prompt (`lm_generate`)", "0.943", "0.725"),
+    ("the vote, 2 of the 3 (more than half): documents labelled, accuracy of their labels", "0.940", "0.886"),
+)
+MEASURED_NOTE = ("Every labeller errs on its own documents, so the vote's labels are more accurate than any "
+                 "single labeller's, also on the same 376 documents (best single: 0.811); the true leaf is "
+                 "among the 3 TF-IDF candidates for 0.970 of the abstracts. The labelling model is the small "
+                 "GPT-2 instruction-tuned on `arxiv/instruct.jsonl` (`lm.labeling.instruct`).")
 
 
 def readme(world: World, files: dict[str, str], meta: dict) -> str:
@@ -126,8 +142,18 @@ def readme(world: World, files: dict[str, str], meta: dict) -> str:
         f"{split} " + ", ".join(f"{k} {v}" for k, v in m["label_counts"].items()) for split, m in meta["splits"].items()) + ".",
             "", "## Abstracts and topics", "",
             "`iptc/mediatopic.tsv` is a small taxonomy in the IPTC file's format (codes `toytop:...`, ours).",
-            "Each abstract uses words found only in its leaf topic; `arxiv/labels.jsonl` holds the true leaf,",
-            "so a labelling method can be scored.", ""]
+            "`arxiv/labels.jsonl` holds each abstract's true leaf, so a labelling method can be scored, and",
+            "`arxiv/instruct.jsonl` holds other labelled abstracts (another seed, none of the 400) to",
+            "instruction-tune the labelling model. Each abstract is about one leaf and says so to a reader,",
+            "but not always in words a label text shares (`lm.data.toy.tasks`): in 40 % the topic is named",
+            "by two of the leaf's keywords and the level above it rather than in the words of the label;",
+            "40 % name another leaf (a sibling 60 % of the time) in a contrast (\"Unlike earlier work on",
+            "...\"); 30 % also mention two keywords of that other leaf (\"... tell us little here\").", "",
+            "Measured difficulty (`python run_all.py --only doc_labeling`, quick, seed 0; accuracy against",
+            "the true leaves of the 400 abstracts):", "",
+            "| labeller | valid answers | accuracy |", "|---|---:|---:|"]
+    out += [f"| {name} | {cov} | {acc} |" for name, cov, acc in MEASURED_DIFFICULTY]
+    out += [""] + textwrap.wrap(MEASURED_NOTE, 100) + [""]
     return "\n".join(out)
 
 
@@ -166,6 +192,8 @@ def generate(seed: int = SEED) -> dict[str, str]:
     files["gsm8k/train.jsonl"], files["gsm8k/test.jsonl"] = _jsonl(train), _jsonl(test)
     rows, labels = abstracts(world, seed + 50, 400)
     files["arxiv/abstracts.jsonl"], files["arxiv/labels.jsonl"] = _jsonl(rows), _jsonl(labels)
+    rows, labels = abstracts(world, seed + 51, 2000, id_prefix=f"{YEAR_NOW - 1}.")   # other documents, other seed
+    files["arxiv/instruct.jsonl"] = _jsonl([{**r, "qcode": x["qcode"]} for r, x in zip(rows, labels)])
     files["iptc/mediatopic.tsv"] = _lines(["\t".join(row) for row in taxonomy_rows()])
     files["README.md"] = readme(world, files, meta)
     return files

@@ -260,38 +260,74 @@ def taxonomy_rows() -> list[list[str]]:
     return rows
 
 
-def abstracts(world: World, seed: int, n: int) -> tuple[list[dict], list[dict]]:
-    """`n` toy abstracts (3-5 sentences), each about one leaf topic; also [{"id", "qcode"}]."""
+# The labelling task is meant to need the vote (the book's lesson): each abstract is about one leaf,
+# clear to a reader, but each kind of labeller has its own way to be misled.
+#   - the topic sentence names the leaf in the words of its label text only sometimes
+#     (ABSTRACT_LITERAL); otherwise by two of its keywords, which no label text uses, and the
+#     level above it (shared with its siblings);
+#   - with probability ABSTRACT_DISTRACTOR a contrast sentence names another leaf (a sibling when
+#     there is one, ABSTRACT_SIBLING) in the words of *its* label text ("Unlike earlier work on ...");
+#   - with probability ABSTRACT_BORROWED the evidence borrows two keywords of that other leaf
+#     ("records of X and Y were also kept"), so keyword counts alone are close;
+#   - every abstract has generic research words shared by all topics.
+ABSTRACT_LITERAL = 0.6
+ABSTRACT_DISTRACTOR = 0.4
+ABSTRACT_SIBLING = 0.6
+ABSTRACT_BORROWED = 0.3
+
+
+def _confuser(r: random.Random, leaf, leaves: list):
+    siblings = [x for x in leaves if x is not leaf and x.path[0] == leaf.path[0]]
+    if siblings and r.random() < ABSTRACT_SIBLING:
+        return r.choice(siblings)
+    return r.choice([x for x in leaves if x is not leaf and x.path[0] != leaf.path[0]])
+
+
+def _abstract(world: World, r: random.Random, leaf, leaves: list) -> tuple[str, str]:
+    """(title, abstract) of one toy abstract about `leaf` (see the constants above)."""
+    k1, k2, k3, k4 = r.sample(leaf.keywords, 4)
+    other = _confuser(r, leaf, leaves)
+    o1, o2 = r.sample(other.keywords, 2)
+    t = r.choice(TOWNS)
+    author = r.choice(world.people_of(t.name))
+    y1 = r.randint(1120, 1140)
+    y2 = y1 + r.randint(3, 12)
+    title = r.choice((f"{capitalised(k1)} and {k2} in {t.name}", f"On {k1}, {k2} and {k3}",
+                      f"A study of {k1} in {t.region}", f"{capitalised(k1)}: evidence from {t.name}",
+                      f"New records of {k2} from {t.name}", f"{capitalised(k3)} in {t.region}, {y1} to {y2}"))
+    topic = leaf.subject if r.random() < ABSTRACT_LITERAL else f"{k1} and {k2}, a question of {leaf.path[-2]}"
+    sents = [
+        r.choice((f"We study {topic} in {t.name} and the nearby towns of {t.region}.",
+                  f"This paper examines {topic} across {t.region}.",
+                  f"We report a survey of {topic}, carried out by {author.full} of {t.name}.")),
+        f"Using {r.randint(12, 400)} records kept between {y1} and {y2}, we measure {k1} and {k3}.",
+        r.choice((f"We find that the part played by {k3} is larger than expected, especially in {r.choice(SEASONS)}.",
+                  f"Our results show a clear link between {k2} and {k4}.",
+                  f"Surprisingly, {k4} changed little while {k3} doubled over the period.")),
+    ]
+    if r.random() < ABSTRACT_DISTRACTOR:
+        sents.insert(r.choice((0, 1, len(sents))), r.choice((
+            f"Unlike earlier work on {other.subject}, we look elsewhere.",
+            f"This is not a study of {other.subject}, although the two are often confused.",
+            f"Most surveys of {t.region} dealt with {other.subject} instead.")))
+    if r.random() < ABSTRACT_BORROWED:
+        sents.insert(len(sents) - 1, f"Records of {o1} and {o2} were also kept, but they tell us little here.")
+    elif r.random() < 0.5:
+        sents.append(r.choice((f"A simple model of {k4} explains most of the variation between towns.",
+                               f"We close with open questions about {k2} and {k4}.")))
+    return title, " ".join(sents)
+
+
+def abstracts(world: World, seed: int, n: int, id_prefix: str = f"{YEAR_NOW}.") -> tuple[list[dict], list[dict]]:
+    """`n` toy abstracts, each about one leaf topic (every leaf once first); also [{"id", "qcode"}]."""
     r = random.Random(seed)
     leaf_code = {path: code for code, _, path, _, is_leaf in taxonomy_codes() if is_leaf}
     leaves = list(LEAVES)
     rows, labels = [], []
     for i in range(n):
         leaf = leaves[i % len(leaves)] if i < len(leaves) else r.choice(leaves)
-        k1, k2, k3, k4 = r.sample(leaf.keywords, 4)
-        t = r.choice(TOWNS)
-        author = r.choice(world.people_of(t.name))
-        y1 = r.randint(1120, 1140)
-        y2 = y1 + r.randint(3, 12)
-        title = r.choice((f"{capitalised(k1)} and {k2} in {t.name}", f"On {k1}, {k2} and {k3}",
-                          f"A study of {k1} in {t.region}", f"{capitalised(k1)}: evidence from {t.name}"))
-        sents = [
-            r.choice((f"We study {leaf.subject} in {t.name} and the nearby towns of {t.region}.",
-                      f"This paper examines {leaf.subject} across {t.region}.",
-                      f"We report a survey of {leaf.subject}, carried out by {author.full} of {t.name}.")),
-            f"Using {r.randint(12, 400)} records kept between {y1} and {y2}, we measure {k1} and {k2}.",
-            r.choice((f"We find that the part played by {k3} is larger than expected, especially in {r.choice(SEASONS)}.",
-                      f"Our results show a clear link between {k1} and {k3}.",
-                      f"Surprisingly, {k2} changed little while {k3} doubled over the period.")),
-        ]
-        extra = r.randint(0, 2)
-        if extra >= 1:
-            sents.append(r.choice((f"A simple model of {k4} explains most of the variation between towns.",
-                                   f"We also compare {k4} in {t.name} with {r.choice(TOWNS).name}.")))
-        if extra == 2:
-            sents.append(r.choice((f"These findings should help anyone who works with {k1}.",
-                                   f"We close with open questions about {k2} and {k4}.")))
-        aid = f"{YEAR_NOW}.{i + 1:04d}"
-        rows.append({"id": aid, "title": title, "abstract": " ".join(sents)})
+        title, text = _abstract(world, r, leaf, leaves)
+        aid = f"{id_prefix}{i + 1:04d}"
+        rows.append({"id": aid, "title": title, "abstract": text})
         labels.append({"id": aid, "qcode": leaf_code[leaf.path]})
     return rows, labels
