@@ -45,6 +45,7 @@ import torch
 from lm.models.qwen2 import Qwen2, Qwen2Config
 from lm.rl import objective
 from lm.rl.objective import token_log_probs, token_log_probs_reference
+from lm.utils import saved_tensor_bytes
 
 GB = 1e9
 MODELS = {   # Qwen2.5-*-Instruct shapes (config.json on the hub)
@@ -113,21 +114,13 @@ def measure_saved_bytes(model: torch.nn.Module, seqs: int, length: int, completi
     """Bytes of every tensor autograd saves in the forward + log-probability computation (weights
     excluded), with `grpo_update`'s call: token_log_probs(..., where=completion mask) for "ours",
     the book's full log_softmax (`token_log_probs_reference`) for "book"."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            seen[ptr] = max(seen.get(ptr, 0), t.untyped_storage().nbytes())
-        return t
-
     ids = torch.randint(0, model.config.vocab_size, (seqs, length))
     mask = torch.ones_like(ids)                                                      # (B, T)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+
+    def forward_backward():
         logp = FORMULATIONS[head](model, ids, mask, completion, 1.0, where=mask[:, -completion:])  # (B, k)
         logp.sum().backward()
-    return sum(seen.values())
+    return saved_tensor_bytes(model, forward_backward)[0]
 
 
 def gpu_table(name: str, checkpointing: bool) -> dict[str, float]:

@@ -365,3 +365,20 @@ def config_from_flags(cls: type, args, prefix: str = "", **overrides):
     """An instance of dataclass `cls` from the flags `add_config_flags` made (fields not there keep their default)."""
     values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if hasattr(args, prefix + f.name)}
     return cls(**{**values, **overrides})
+
+
+def saved_tensor_bytes(model: torch.nn.Module, fn) -> tuple[int, Any]:
+    """(bytes of every tensor autograd saves while `fn()` runs, shared storage once and the model's
+    weights left out; fn's result): what a forward keeps for its backward, measured."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            seen[ptr] = max(seen.get(ptr, 0), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn()
+    return sum(seen.values()), result

@@ -76,7 +76,7 @@ NUMBERS = [0, -1, 1, 2, 2**31, 10**12, 2**63, 10**30, 1e300, math.inf, -math.inf
 def _pick_container(rng: random.Random, root):
     """(container, key) of a random spot, biased to the top levels: at each container, stop with
     probability 1/2, else descend into a random child container."""
-    node, key = root, None
+    node = root
     while True:
         if isinstance(node, dict) and node:
             k = rng.choice(list(node))

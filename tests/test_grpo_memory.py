@@ -8,6 +8,7 @@ import torch
 from lm.models.qwen2 import Qwen2, Qwen2Config
 from lm.rl import objective
 from lm.rl.objective import token_log_probs, token_log_probs_reference
+from lm.utils import saved_tensor_bytes
 
 
 def wide_vocab_qwen2(seed: int = 0) -> Qwen2:
@@ -29,20 +30,14 @@ def saved_bytes_and_grads(fn, **kwargs) -> tuple[int, torch.Tensor, dict[str, to
     """Bytes of every non-weight tensor autograd saves while `fn` computes the log-probs and their
     backward (shared storage once), the log-probs, and the parameters' gradients."""
     model = wide_vocab_qwen2()
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            seen[ptr] = max(seen.get(ptr, 0), t.untyped_storage().nbytes())
-        return t
-
     ids, mask, k = batch()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+
+    def forward_backward():
         logp = fn(model, ids, mask, k, 0.7, **kwargs)                           # (N, k)
         (logp * torch.linspace(-1, 1, logp.numel()).view_as(logp)).sum().backward()
-    return sum(seen.values()), logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+        return logp
+    saved, logp = saved_tensor_bytes(model, forward_backward)
+    return saved, logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 def test_the_chunked_log_probs_keep_far_less_than_the_full_log_softmax_with_the_same_values():
