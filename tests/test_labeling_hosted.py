@@ -190,11 +190,12 @@ def test_server_down_gives_up_after_retries_and_attempts(server, taxonomy):
 
 
 def test_slow_reply_times_out_and_is_retried(server, taxonomy):
+    """The first reply comes after 1 s, past the client's 0.3 s timeout: answered by a retry. (No time is
+    asserted: on a loaded machine a retry may time out too, so it may take more than one.)"""
     client = client_for(server, [])
-    t = time.monotonic()
     assert HostedLabeller(client, "slow", taxonomy).label(DOC, CANDS) == "toy:1300"
-    assert time.monotonic() - t < 1.0 and server.counts["slow"] == 2
-    assert client.stats["retries"] == 1
+    assert server.counts["slow"] >= 2                       # had it waited for the slow reply, one request
+    assert client.stats["retries"] == server.counts["slow"] - 1
 
 
 def test_reply_cut_short_is_retried(server, taxonomy):
