@@ -42,6 +42,7 @@ import argparse
 
 import torch
 
+from lm.models import lean_ops
 from lm.models.qwen2 import Qwen2, Qwen2Config
 from lm.rl import objective
 from lm.rl.objective import token_log_probs, token_log_probs_reference
@@ -68,20 +69,24 @@ def activation_bytes(cfg: Qwen2Config, seqs: int, length: int, completion: int, 
     the last `completion` tokens, as `head` = "book" or "ours" computes them).
 
     Per token and layer, what our Qwen2 saves (listed by `measure_saved_bytes` on the tiny model):
-    each RMSNorm its float32 input (4C), 1/rms (4) and the rounded normalised x (sC); the q/k/v
-    projections their input (sC); attention q, k, v after RoPE and its output, which is also the
-    output projection's input (s(2H + 2KV)D), and a float32 log-sum-exp per head (4H); the MLP its
-    input (sC), gate, up, silu(gate) and down's input (4sI). RoPE keeps only its shared cos/sin
-    tables; residual additions keep nothing.
+    each RMSNorm its float32 input (4C), 1/rms (4) and the rounded normalised x (sC) -- with
+    `lm.models.lean_ops` only its input in its own dtype (sC) and 1/rms; the q/k/v projections their
+    input (sC); attention q, k, v after RoPE and its output, which is also the output projection's
+    input (s(2H + 2KV)D), and a float32 log-sum-exp per head (4H); the MLP its input (sC), gate, up,
+    silu(gate) and down's input (4sI) -- with lean_ops gate and up only (2sI). RoPE keeps only its
+    shared cos/sin tables; residual additions keep nothing. "book" is the book's head on the plain
+    layers (the baseline); "ours" our head on the lean layers.
     The head, per completion token: the book's keeps the output layer's input for every token (sC
     per token of the sequence) and the float32 log-softmax (4V); ours the hidden state (sC), the
     target id (8), the mask (1) and the log-sum-exp (4).
     """
     C, I, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_size
-    norm = 4 * C + 4 + s * C
+    if head == "book":            # the plain layers (lean_ops.ENABLED = False), as before
+        norm, mlp = 4 * C + 4 + s * C, s * C + 4 * s * I
+    else:                         # lm.models.lean_ops: the norm keeps x and 1/rms, the MLP gate and up
+        norm, mlp = s * C + 4, s * C + 2 * s * I
     attention = s * C + s * (2 * H + 2 * KV) * D + 4 * H
-    mlp = s * C + 4 * s * I
     per_layer = 2 * norm + attention + mlp                                   # bytes per token
     tokens = seqs * length
     layers = tokens * (L * s * C + per_layer) if checkpointing else tokens * L * per_layer
@@ -120,7 +125,11 @@ def measure_saved_bytes(model: torch.nn.Module, seqs: int, length: int, completi
     def forward_backward():
         logp = FORMULATIONS[head](model, ids, mask, completion, 1.0, where=mask[:, -completion:])  # (B, k)
         logp.sum().backward()
-    return saved_tensor_bytes(model, forward_backward)[0]
+    lean_ops.ENABLED = head != "book"                         # the baseline: the plain layers too
+    try:
+        return saved_tensor_bytes(model, forward_backward)[0]
+    finally:
+        lean_ops.ENABLED = True
 
 
 def gpu_table(name: str, checkpointing: bool) -> dict[str, float]:

@@ -47,6 +47,8 @@ from lm.checkpoints.checks import (check_bool, check_int, check_label_maps, chec
 from lm.checkpoints.hf import qwen2_from_hf, qwen2_to_hf, read_config, save_weights
 from lm.errors import CheckpointError, ConfigError
 from lm.models.fast_linear import Linear, linear
+from lm.models import lean_ops
+from lm.models.lean_ops import rms_norm, swiglu_down
 from lm.models.pretrained import HFPretrained
 from lm.models.transformer import KVCache, RMSNorm, causal_mask, check_mask_and_positions, last_token_index
 from lm.utils import atomic_write_json, show
@@ -233,6 +235,8 @@ class Qwen2RMSNorm(RMSNorm):
     to the input's dtype *before* the scale, as Qwen's reference code does (it matters in bf16)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if lean_ops.ENABLED and torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad):
+            return rms_norm(x, self.scale, self.eps)                           # the same, keeping less (lean_ops)
         h = x.float()                                                          # (..., C)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)        # (..., C)
         return self.scale * h.to(x.dtype)
@@ -294,7 +298,11 @@ class Qwen2MLP(nn.Module):
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))   # (B, T, C)
+        gate, up = self.gate_proj(x), self.up_proj(x)                          # (B, T, I)
+        if (lean_ops.ENABLED and torch.is_grad_enabled() and type(self.down_proj) is Linear
+                and self.down_proj.bias is None):
+            return swiglu_down(gate, up, self.down_proj.weight)                # the same, keeping less (lean_ops)
+        return self.down_proj(F.silu(gate) * up)                               # (B, T, C)
 
 
 class Qwen2Block(nn.Module):
