@@ -93,12 +93,13 @@ def run_grpo(model_folder: str | Path, data_dir: str | Path, out_dir: str | Path
     tok = tokenizer_from_dir(model_folder)
     metrics: dict = {"ranks": world if d is not None else ranks}
     if main:
-        model, start_metrics = prepare_start(model_folder, tok, data_dir, out, cfg, evaluation, instruct, warmup,
-                                             device, resume, instruct_cache)
+        model, start_metrics, (train_problems, eval_set) = prepare_start(
+            model_folder, tok, data_dir, out, cfg, evaluation, instruct, warmup, device, resume, instruct_cache)
         metrics.update(start_metrics)
     if d is not None:                                              # torchrun: this process is one rank
         distributed.barrier(d)
-        model, trained = _train_rank(d, out / "start_model", model_folder, data_dir, cfg, evaluation, out, resume)
+        model, trained = _train_rank(d, out / "start_model", model_folder, data_dir, cfg, evaluation, out, resume,
+                                     train_problems if main else None)
         metrics.update(trained)
     elif ranks > 1:
         distributed.spawn(_rank_main, ranks, str(model_folder), str(data_dir), cfg, evaluation, str(out), device,
@@ -106,11 +107,9 @@ def run_grpo(model_folder: str | Path, data_dir: str | Path, out_dir: str | Path
         model = load_causal_lm(out / "grpo_model", device=device or "cpu")
         metrics.update(json.loads((out / "grpo" / "grpo_metrics.json").read_text(encoding="utf-8")))
     else:
-        train_problems, _, _ = problem_sets(data_dir, tok, model.config, cfg, evaluation)
         metrics.update(train_grpo(model, tok, train_problems, cfg, out / "grpo", model.config.eos_token_id,
                                   resume=resume))
     if main:
-        _, eval_set, _ = problem_sets(data_dir, tok, model.config, cfg, evaluation)
         after, texts = evaluate(model, tok, eval_set, evaluation.max_new_tokens, model.config.eos_token_id)
         metrics.update({f"{k}_after": v for k, v in after.items()})
         metrics["what_changed"] = what_grpo_changed(metrics)
@@ -125,14 +124,17 @@ def run_grpo(model_folder: str | Path, data_dir: str | Path, out_dir: str | Path
 
 def prepare_start(model_folder: str | Path, tok, data_dir: str | Path, out: Path, cfg: GRPOConfig,
                   evaluation: EvalConfig, instruct: InstructConfig | None, warmup: WarmupConfig | None,
-                  device: str | None, resume: bool, instruct_cache: str | Path | None) -> tuple[torch.nn.Module, dict]:
-    """The model GRPO starts from, saved to out/start_model, and what was measured on the way."""
+                  device: str | None, resume: bool, instruct_cache: str | Path | None
+                  ) -> tuple[torch.nn.Module, dict, tuple[list[Problem], list[Problem]]]:
+    """The model GRPO starts from, saved to out/start_model, what was measured on the way, and the
+    (training, held-out) problems that fit it."""
     start, saved = out / "start_model", out / START_METRICS
-    if resume and (start / "config.json").is_file() and saved.is_file():   # prepared before the stop
-        return load_causal_lm(start, device=device or "cpu"), json.loads(saved.read_text(encoding="utf-8"))
-    model = load_causal_lm(model_folder, device=device or "cpu")
+    prepared = resume and (start / "config.json").is_file() and saved.is_file()   # before the stop
+    model = load_causal_lm(start if prepared else model_folder, device=device or "cpu")
     eos_id = model.config.eos_token_id
     train_problems, eval_set, skipped = problem_sets(data_dir, tok, model.config, cfg, evaluation)
+    if prepared:
+        return model, json.loads(saved.read_text(encoding="utf-8")), (train_problems, eval_set)
     metrics: dict = {"eval_problems": len(eval_set), "train_problems": len(train_problems),
                      "problems_too_long": skipped}
     if instruct is not None:
@@ -141,10 +143,10 @@ def prepare_start(model_folder: str | Path, tok, data_dir: str | Path, out: Path
             model = load_causal_lm(cache, device=device or "cpu")
             metrics.update(json.loads((cache / "instruct.json").read_text(encoding="utf-8")))
         else:
-            metrics.update(instruction_tune(model, tok, train_problems, instruct, eos_id, out / "instruct", cfg.seed,
-                                            device))
+            tuned = instruction_tune(model, tok, train_problems, instruct, eos_id, out / "instruct", cfg.seed, device)
+            metrics.update(tuned)
             if cache is not None:
-                _save_model(model, cache, {"instruct.json": metrics})
+                _save_model(model, cache, {"instruct.json": tuned})
     before, _ = evaluate(model, tok, eval_set, evaluation.max_new_tokens, eos_id)
     metrics.update({f"{k}_before": v for k, v in before.items()})
     if warmup is not None:
@@ -153,7 +155,7 @@ def prepare_start(model_folder: str | Path, tok, data_dir: str | Path, out: Path
         metrics.update({f"{k}_after_sft": v for k, v in after_sft.items()})
     _save_model(model, start)
     atomic_write_json(saved, metrics)
-    return model, metrics
+    return model, metrics, (train_problems, eval_set)
 
 
 def _save_model(model: torch.nn.Module, folder: Path, extra: dict | None = None) -> None:
@@ -168,12 +170,15 @@ def _save_model(model: torch.nn.Module, folder: Path, extra: dict | None = None)
 
 
 def _train_rank(d: Dist, start: Path, tokenizer_folder: str | Path, data_dir: str | Path, cfg: GRPOConfig,
-                evaluation: EvalConfig, out: Path, resume: bool) -> tuple[torch.nn.Module, dict]:
-    """One rank's GRPO from the saved starting model (spawned workers and torchrun processes alike)."""
+                evaluation: EvalConfig, out: Path, resume: bool,
+                train_problems: list[Problem] | None = None) -> tuple[torch.nn.Module, dict]:
+    """One rank's GRPO from the saved starting model (spawned workers and torchrun processes alike);
+    `train_problems` when this process has them already (torchrun's rank 0)."""
     if d.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))    # the ranks share the cores
     model, tok = load_causal_lm(start, device=d.device), tokenizer_from_dir(tokenizer_folder)
-    train_problems, _, _ = problem_sets(data_dir, tok, model.config, cfg, evaluation)
+    if train_problems is None:
+        train_problems, _, _ = problem_sets(data_dir, tok, model.config, cfg, evaluation)
     metrics = train_grpo(model, tok, train_problems, cfg, out / "grpo", model.config.eos_token_id, d, resume=resume,
                          desc=f"grpo rank {d.rank}")
     return model, metrics

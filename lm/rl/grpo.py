@@ -276,8 +276,8 @@ def summarise(history: list[dict], steps: int) -> dict:
     k = max(1, len(history) // 10)
     first, last = history[:k], history[-k:]
     mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)
-    parts = {f"{key}_{when}": mean(rs, key) for key in history[0] if key.startswith("reward_") and key != "reward_std"
-             and key != "reward_mean" for when, rs in (("first", first), ("last", last))}
+    parts = [key for key in history[0] if key.startswith("reward_") and key not in ("reward_mean", "reward_std")]
+    parts = {f"{key}_{when}": mean(rs, key) for key in parts for when, rs in (("first", first), ("last", last))}
     return {"steps": steps, "reward_first": mean(first, "reward_mean"), "reward_last": mean(last, "reward_mean"),
             **parts, "kl_last": mean(last, "kl"), "completion_length_last": mean(last, "completion_length"),
             "tokens_per_s": mean(history, "tokens_per_s")}
