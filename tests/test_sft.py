@@ -56,7 +56,9 @@ def test_dynamic_length_and_train_on_prompt():
 
 
 @needs_fixtures
-def test_reference_loss_and_every_gradient():
+@pytest.mark.parametrize("loss_fn", [lm_loss, sft.completion_loss])
+def test_reference_loss_and_every_gradient(loss_fn):
+    """The engine's loss and the completion-only one (emotion training) both give the reference's."""
     fx = json.loads((STEP / "fixture.json").read_text())
     # rebuild the examples from the fixture: real tokens (mask) and prompt length (leading -100s)
     seqs, prompts = [], []
@@ -71,7 +73,7 @@ def test_reference_loss_and_every_gradient():
     assert batch["targets"][0, -1] == 0                        # the completion token equal to the pad id
     reference = load_safetensors(STEP / "grads.safetensors")
     model = GPT2.from_pretrained(SHARED_FIXTURES / "gpt2_lm_safetensors").train()
-    loss, n = lm_loss(model, batch)                            # the engine's loss, as training uses it
+    loss, n = loss_fn(model, batch)                            # as training uses it
     assert n == sum(x != -100 for row in shifted for x in row)
     assert abs(loss.item() - fx["loss"]) < 1e-5
     loss.backward()
@@ -79,6 +81,23 @@ def test_reference_loss_and_every_gradient():
     assert sorted(grads) == sorted(reference)                  # wte's gradient includes the tied head's
     for k, g in reference.items():
         assert (grads[k] - g).abs().max() < 1e-5, k
+
+
+def test_completion_loss_is_lm_loss_with_the_output_layer_only_where_trained():
+    torch.manual_seed(0)
+    model = GPT2(GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=2, n_head=2, embd_pdrop=0.0,
+                            attn_pdrop=0.0, resid_pdrop=0.0, tie_word_embeddings=False))
+    ex = SFTExamples.from_token_ids([[1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11, 12, 13, 14]], [3, 1, 4], pad_id=0)
+    batch = ex.collate([0, 1, 2])
+    values, grads = [], []
+    for fn in (lm_loss, sft.completion_loss):
+        loss, n = fn(model, batch)
+        values.append((loss.item(), n))
+        grads.append(torch.autograd.grad(loss, list(model.parameters())))
+    assert values[0][1] == values[1][1] == 2 + 2 + 2
+    assert abs(values[0][0] - values[1][0]) < 1e-6
+    for a, b in zip(*grads):
+        assert (a - b).abs().max() < 1e-6
 
 
 def test_fit_pair_cuts_prompt_left_then_completion_right():

@@ -43,11 +43,14 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lm.errors import ConfigError
 from lm.inference.generate import generate
 from lm.models.auto import context_length
+from lm.models.fast_linear import linear
 from lm.training.batches import IGNORE_INDEX
+from lm.training.engine import lm_loss
 
 # 5.3.2: the emotion of a text as a one-word completion (label + EOS, no leading space).
 EMOTION_TEMPLATE = "Predict the emotion for the following text: {text}\nEmotion:"
@@ -256,6 +259,25 @@ class SFTExamples:
             mask[row, :n - 1] = 1
             y[row, p - 1:n - 1] = seq[p:]      # position t predicts token t + 1: the completion's ids
         return {"input_ids": x, "attention_mask": mask, "targets": y}
+
+
+def completion_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+    """`lm_loss` with the output layer applied only where a target is trained on.
+
+    An emotion example is about 30 prompt tokens and 2 completion tokens (label + EOS): the plain
+    loss multiplies every position's hidden state by the (V, C) output matrix and then ignores all
+    but two. Here the final hidden states are gathered at the target positions first, so the output
+    layer (most of the work for a small model with a large vocabulary) runs on those only. Same
+    mean over the same targets as `lm_loss` (tests/test_sft.py checks values and gradients); a
+    model without `hidden_states` / `output_weight` takes `lm_loss` itself.
+    """
+    if not (hasattr(model, "hidden_states") and hasattr(model, "output_weight")):
+        return lm_loss(model, batch)
+    targets = batch["targets"]                                                    # (B, T)
+    used = targets != IGNORE_INDEX                                                # (B, T)
+    h = model.hidden_states(batch["input_ids"], batch.get("attention_mask"))     # (B, T, C)
+    logits = linear(h[used], model.output_weight())                              # (N, V)
+    return F.cross_entropy(logits.float(), targets[used]), int(used.sum())
 
 
 # --------------------------------------------------------------------------------------------
