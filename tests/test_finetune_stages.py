@@ -42,7 +42,8 @@ def tiny_run(tmp_path_factory):
     folder = root / "run" / "pretrained" / "gpt2"
     model.save_pretrained(folder)
     tok.save(folder)
-    (folder / "pretrain.json").write_text(json.dumps({"steps": 0, "tokens": 0}))
+    (folder / "pretrain.json").write_text(json.dumps({"steps": 0, "tokens": 0, "parameters": model.num_parameters()}))
+    shutil.copytree(folder, folder.with_name("gpt2_emotion"))   # the emotion stages' base: the same tiny model
     return data, root / "run"
 
 
@@ -67,6 +68,7 @@ def check_emotion_metrics(m, n_eval=16, epochs=2):
     assert sum(map(sum, conf["matrix"])) == n_eval
     assert sum(conf["matrix"][i][i] for i in range(6)) == round(m["accuracy"] * n_eval)
     assert m["base_model"].startswith("small GPT-2 pretrained here")
+    assert m["base"]["parameters"] > 0 and m["base"]["steps"] == 0     # size and budget of the base, from pretrain.json
 
 
 def test_emotion_sft_stage(tiny_run):

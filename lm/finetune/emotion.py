@@ -24,7 +24,8 @@ from lm.data.loaders import EMOTION_LABELS, EmotionExample, data_file, eval_spli
 from lm.errors import DataError
 from lm.finetune.classifier import ClassificationExamples, classification_loss, labels_of, predict
 from lm.finetune.epochs import train_by_epoch
-from lm.finetune.sft import EMOTION_TEMPLATE, SFTExamples, emotion_pair, generate_completions, normalize
+from lm.finetune.sft import (EMOTION_TEMPLATE, SFTExamples, completion_loss, emotion_pair, generate_completions,
+                             normalize)
 from lm.models.auto import context_length
 from lm.models.gpt2 import GPT2ForSequenceClassification
 from lm.training.engine import TrainConfig
@@ -87,8 +88,18 @@ def describe_base(folder: str | os.PathLike, given: str | None, flag: str = "--g
     cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     info = json.loads((Path(folder) / "pretrain.json").read_text(encoding="utf-8"))
     corpus = "news" + (" and the tasks' training texts" if info.get("task_texts") else "")
-    return (f"small GPT-2 pretrained here on the data dir's {corpus} ({cfg['n_layer']} layers, width {cfg['n_embd']}, "
-            f"vocab {cfg['vocab_size']}, {info.get('steps')} steps, {info.get('tokens'):,} tokens)")
+    seconds = f", {info['seconds']:.0f} s" if info.get("seconds") is not None else ""
+    size = f"{info['parameters'] / 1e6:.2f} M parameters: " if info.get("parameters") else ""
+    return (f"small GPT-2 pretrained here on the data dir's {corpus} ({size}{cfg['n_layer']} layers, width "
+            f"{cfg['n_embd']}, vocab {cfg['vocab_size']}; {info.get('steps')} steps, {info.get('tokens'):,} tokens{seconds})")
+
+
+def base_budget(folder: str | os.PathLike) -> dict:
+    """Size and pretraining budget of a small GPT-2 pretrained by the run (its pretrain.json):
+    parameters, layers, width, vocabulary, context, steps, tokens, seconds, texts."""
+    info = json.loads((Path(folder) / "pretrain.json").read_text(encoding="utf-8"))
+    keys = ("parameters", "layers", "width", "vocab_size", "context", "steps", "tokens", "seconds", "pretraining_texts")
+    return {k: info.get(k) for k in keys}
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,7 +131,8 @@ def finetune_emotion_sft(model: torch.nn.Module, tok, data: EmotionData, eos_id:
         last["pred"] = predict_sft(m, tok, [e.text for e in data.eval], eos_id, max_new_tokens, eval_batch)
         return {"accuracy": label_scores(gold, last["pred"])["accuracy"]}
 
-    res = train_by_epoch(model, train_ex, val_ex, cfg, epochs, out_dir, score=score, desc=desc)
+    res = train_by_epoch(model, train_ex, val_ex, cfg, epochs, out_dir, loss_fn=completion_loss, score=score,
+                         desc=desc)
     final = label_scores(gold, last["pred"])
     if data.eval_split == "valid":
         accuracy_valid = final["accuracy"]

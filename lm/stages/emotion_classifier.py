@@ -18,7 +18,7 @@ from lm.data.loaders import EMOTION_LABELS
 from lm.finetune.classifier import classifier_from_lm
 from lm.finetune.emotion import finetune_emotion_classifier, load_emotion_data
 from lm.stages import RunConfig, quick_full
-from lm.stages.emotion_sft import FinetuneSettings, load_tokenizer, save_tokenizer, setup
+from lm.stages.emotion_sft import EmotionSettings, load_tokenizer, save_tokenizer, setup
 
 KEY_METRICS = ["accuracy", "accuracy_valid", "eval_split"]
 DATA_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]
@@ -27,14 +27,13 @@ USES_MODEL = True
 
 
 @dataclass
-class Settings(FinetuneSettings):
-    epochs: int = quick_full(3, 8)                  # passes over train.jsonl (our small GPT-2)
+class Settings(EmotionSettings):
     real_epochs: int = quick_full(1, 8)             # with --gpt2 / --model (the book: 8)
     save_model: bool = quick_full(True, True)       # write the classifier to out_dir/model
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
-    st = setup(cfg, s, data_dir)
+    st = setup(cfg, s, data_dir, "gpt2_emotion")
     tok = load_tokenizer(st)
     model = classifier_from_lm(st.folder, EMOTION_LABELS, pad_token_id=tok.eot_id, device=st.device)
     data = load_emotion_data(data_dir, st.max_train)
@@ -44,5 +43,5 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
         model.save_pretrained(out_dir / "model")
         save_tokenizer(st, tok, out_dir / "model")
         metrics["model_dir"] = str(out_dir / "model")
-    metrics["base_model"] = st.base_model
+    metrics.update(base_model=st.base_model, base=st.base)
     return metrics

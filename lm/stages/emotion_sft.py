@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from lm.checkpoints.hf import TOKENIZER_FILES
-from lm.finetune.emotion import describe_base, finetune_emotion_sft, load_emotion_data, train_config
+from lm.finetune.emotion import (base_budget, describe_base, finetune_emotion_sft, load_emotion_data,
+                                 train_config)
 from lm.models.auto import load_causal_lm
 from lm.models.gpt2 import GPT2
 from lm.stages import RunConfig, quick_full
@@ -55,7 +56,16 @@ class FinetuneSettings:
 
 
 @dataclass
-class Settings(FinetuneSettings):
+class EmotionSettings(FinetuneSettings):
+    """The three emotion stages' settings for our small GPT-2 (`gpt2_emotion`, 16,000 tokens):
+    larger batches and more epochs than instruct_sft's, measured on the real emotion data."""
+    epochs: int = quick_full(5, 5)                  # passes over train.jsonl
+    batch_size: int = quick_full(32, 32)            # examples per step
+    lr: float = quick_full(2e-3, 1e-3)              # peak learning rate (cosine decay after warm-up)
+
+
+@dataclass
+class Settings(EmotionSettings):
     max_new_tokens: int = quick_full(10, 10)        # longest generated answer (a label is 1-5 tokens)
 
 
@@ -69,17 +79,20 @@ class Setup:
     epochs: int           # passes over the training data
     max_train: int | None  # first training examples kept (None: all)
     base_model: str       # where the weights came from, for every metric
+    base: dict | None     # our small GPT-2's size and pretraining budget (`base_budget`); None for real weights
 
 
-def setup(cfg: RunConfig, s: FinetuneSettings, data_dir: Path) -> Setup:
-    """The base model and the training settings that go with it (ours or the book's)."""
-    folder = Path(cfg.model) if cfg.model else pretrained_gpt2(cfg, data_dir)
+def setup(cfg: RunConfig, s: FinetuneSettings, data_dir: Path, base: str = "gpt2") -> Setup:
+    """The base model and the training settings that go with it (ours or the book's). `base`: which
+    of our small GPT-2s (`lm.stages.gpt2_pretrain.BASES`) when neither --model nor --gpt2 is given."""
+    folder = Path(cfg.model) if cfg.model else pretrained_gpt2(cfg, data_dir, base)
     real = bool(cfg.model or cfg.gpt2)
     tcfg = train_config(real, s.real_lr if real else s.lr, s.real_batch_size if real else s.batch_size,
                         s.warmup_steps, s.val_batches, cfg.device, cfg.seed)
     base = describe_base(folder, cfg.model, "--model") if cfg.model else describe_base(folder, cfg.gpt2)
     return Setup(folder, real, bool(cfg.model), choose_device(cfg.device), tcfg,
-                 s.real_epochs if real else s.epochs, s.real_max_train if real else None, base)
+                 s.real_epochs if real else s.epochs, s.real_max_train if real else None, base,
+                 None if real else base_budget(folder))
 
 
 def load_tokenizer(st: Setup) -> GPT2Tokenizer:
@@ -113,10 +126,10 @@ def save_tokenizer(st: Setup, tok: GPT2Tokenizer, folder: Path) -> None:
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
-    st = setup(cfg, s, data_dir)
+    st = setup(cfg, s, data_dir, "gpt2_emotion")
     model, tok, eos = load_lm(st)
     data = load_emotion_data(data_dir, st.max_train)
     metrics = finetune_emotion_sft(model, tok, data, eos, st.train, st.epochs, out_dir, s.max_new_tokens,
                                    s.eval_batch, desc="emotion_sft")
-    metrics["base_model"] = st.base_model
+    metrics.update(base_model=st.base_model, base=st.base)
     return metrics

@@ -169,8 +169,9 @@ def pretrain_gpt2(data_dir, folder: Path, cfg: GPT2PretrainConfig, seed: int = 0
         diff = (reloaded(probe) - model(probe)).abs().max().item()
     if diff != 0.0:
         raise LMError(f"{folder}: the reloaded model's logits differ from the trained model's by {diff}")
-    metrics = {k: m.get(k) for k in ("steps", "tokens", "train_loss", "tokens_per_s")}
+    metrics = {k: m.get(k) for k in ("steps", "tokens", "train_loss", "tokens_per_s", "seconds")}
     metrics.update(reload_identical=True, prep_seconds=round(prep_s, 2), context=cfg.context,
+                   parameters=model.num_parameters(), layers=cfg.n_layer, width=cfg.n_embd, vocab_size=tok.vocab_size,
                    pretraining_texts=len(train_lines), task_texts=len(extra_texts))
     atomic_write_json(folder / "pretrain.json", metrics)
     return metrics
