@@ -3,7 +3,6 @@ trains, PEFT's key names both ways, refused adapters, a tied output layer, and (
 `transformers` installed, not dependencies) the logits of PEFT's own adapters."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
