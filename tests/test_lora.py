@@ -160,7 +160,7 @@ def test_regex_targets_and_bad_targets():
         add_lora(model, LoRAConfig())
     with pytest.raises(ConfigError, match="match no module.*c_attn"):
         add_lora(tiny(), LoRAConfig(target_modules=["q_proj"]))
-    with pytest.raises(ConfigError, match="LayerNorm; LoRA wraps linear layers only"):
+    with pytest.raises(ConfigError, match="LayerNorm; LoRA wraps linear and embedding layers only"):
         add_lora(tiny(), LoRAConfig(target_modules=["ln_1"]))
     with pytest.raises(ConfigError, match="r must be a positive integer"):
         add_lora(tiny(), LoRAConfig(r=0))

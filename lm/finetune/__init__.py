@@ -7,6 +7,7 @@
 - `word_vectors.py`: word2vec files (binary or text) for the CNN, read by our own parser;
 - `metrics.py`: accuracy and the confusion matrix the emotion stages report;
 - `sft.py`: supervised fine-tuning of a language model on prompt/completion pairs (5.3.2, 5.3.3);
-- `lora.py`: low-rank adapters, saved and loaded in PEFT's folder format (5.5.2);
+- `lora_layers.py`: low-rank adapters on linear and embedding layers (5.5.2);
+- `lora.py`: LoRA adapters saved and loaded in PEFT's folder format, and every LoRA name (5.5.2);
 - `classifier.py`: GPT-2 with a classification head read at the last real token (5.6).
 """

@@ -1,50 +1,36 @@
-"""LoRA (5.5.2): fine-tune a frozen model through small low-rank updates of chosen projections.
+"""LoRA adapters (5.5.2) in PEFT's folder format: save, check and load them as `peft` does.
 
-A linear layer computes y = x W^T + b with W of shape (out, in). LoRA freezes W and learns
-ΔW = (alpha / r) * B A, with A (r, in) and B (out, r) and r much smaller than in and out:
+LoRA itself (the config, LoRALinear and LoRAEmbedding, add_lora, merge) is in `lora_layers.py`;
+its names are importable from here too, so `lm.finetune.lora` is the one place to import LoRA from.
 
-    y = x W^T + b + (alpha / r) * (dropout(x) A^T) B^T
-
-A starts Kaiming-uniform and B at zero, so the wrapped model starts as exactly the base model and
-the update grows from there. Only A and B are trained: for GPT-2 124M with r=16 on `c_attn`
-(the book's setting, PEFT's default for GPT-2) that is 0.59 M of 124 M parameters, and AdamW's
-two moment buffers shrink by the same factor. `merge()` adds ΔW into W (inference then costs
-what the base model costs); `unmerge()` takes it out again.
-
-Adapters are saved and loaded in PEFT's folder format, so they travel between this project and
-`peft`: `adapter_config.json` (r, lora_alpha, target_modules, fan_in_fan_out, ...) and
-`adapter_model.safetensors` with keys `base_model.model.<module>.lora_A.weight` (r, in) and
-`...lora_B.weight` (out, r). Our module names are the Hugging Face ones for GPT-2 and Qwen2
-(`base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`,
-`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`), so the keys need no mapping.
+An adapter folder holds `adapter_config.json` (r, lora_alpha, target_modules, fan_in_fan_out, ...)
+and `adapter_model.safetensors` with keys `base_model.model.<module>.lora_A.weight` (r, in) and
+`...lora_B.weight` (out, r) for a linear layer, `...lora_embedding_A` (r, V) and
+`...lora_embedding_B` (C, r) for an embedding. Our module names are the Hugging Face ones for GPT-2
+and Qwen2 (`base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`,
+`base_model.model.model.embed_tokens.lora_embedding_A`), so the keys need no mapping.
 GPT-2's checkpoints store projections as Conv1D (in, out), so PEFT needs `fan_in_fan_out: true`
 to merge them; Qwen2's are nn.Linear (out, in): `false`. The A and B matrices are the same either
 way (tests: fixture `gpt2_lora_peft`, made by PEFT, reproduces its logits here; with `peft`
 installed, adapters go both ways). PEFT's default targets (`default_target_modules`): `c_attn`
 for GPT-2, `q_proj` + `v_proj` for Qwen2.
+PEFT also writes a targeted `embed_tokens` / `lm_head`'s whole base weight (`...base_layer.weight`,
+its `save_embedding_layers="auto"`): we read it into the base weight as PEFT does, but do not write
+it (the base model folder holds it).
 `modules_to_save` (modules trained in full, e.g. a classifier's `score`) are saved as PEFT does;
 names that match no module are skipped as PEFT skips them (PEFT lists both "classifier" and
 "score" for every sequence classifier), but one must match.
-A tied output layer is no module, so LoRA cannot wrap it; `untie_output_layer` makes it one.
 
 `load_adapter` works out everything first (`plan_lora`: targets, shapes, keys) and changes the
 model only once the adapter is known to fit, so a refused adapter leaves the model as it was.
 `load_adapted(ADAPTER_DIR)` loads base and adapter in one call: the base from the adapter's
 `base_model_name_or_path` (or a given folder), the kind of model from its `task_type`.
-
-    >>> model = GPT2.from_pretrained("runs/x/pretrained/gpt2")                    # doctest: +SKIP
-    >>> add_lora(model, LoRAConfig(r=16, alpha=32, target_modules=["c_attn"]))    # doctest: +SKIP
-    >>> count_parameters(model)                                                   # doctest: +SKIP
-    (16384, 685568)
-    >>> save_adapter(model, "runs/adapter"); load_adapter(fresh_model, "runs/adapter")  # doctest: +SKIP
-    >>> classifier = load_adapted("runs/x/emotion_lora/adapter")                       # doctest: +SKIP
 """
 from __future__ import annotations
 
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -55,259 +41,24 @@ from lm.checkpoints.hf import load_torch_bin, read_config
 from lm.checkpoints.safetensors import DTYPES, load_safetensors, read_safetensors_header, save_safetensors
 from lm.data.download import model_folder
 from lm.errors import CheckpointError, ConfigError
+from lm.finetune.lora_layers import (MAX_SCALING, LoRAConfig, LoRAEmbedding, LoRALayer, LoRALinear, LoRAPlan, _apply,
+                                     add_lora, check_lora_fits, count_parameters, hf_name, lora_layers, merge,
+                                     merge_and_unload, plan_lora, saved_modules, unmerge, untie_output_layer)
 from lm.models.auto import load_causal_lm, load_sequence_classifier, model_type
-from lm.models.fast_linear import linear
-from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
+from lm.models.gpt2 import GPT2, GPT2Base, GPT2ForSequenceClassification
 from lm.models.qwen2 import Qwen2, Qwen2ForSequenceClassification
 from lm.utils import atomic_write_json, show
 
 CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
 PREFIX = "base_model.model."   # PEFT's key prefix: PeftModel.base_model (LoraModel).model (ours)
-MAX_SCALING = 65504.0          # the largest float16: a bigger alpha / r overflows a half-precision update
 
-
-@dataclass
-class LoRAConfig:
-    r: int = 16                                   # rank of the update B A (the book: 16)
-    alpha: float = 32                             # scaling = alpha / r (the book: 32)
-    dropout: float = 0.0                          # dropout on the input of A while training (PEFT's default 0)
-    target_modules: list[str] | str = field(default_factory=lambda: ["c_attn"])  # names (a module whose name
-    #   is one of them or ends in ".name") or one regex matching the whole name: PEFT's rules
-    use_rslora: bool = False                      # scaling = alpha / sqrt(r) (rank-stabilised LoRA)
-    rank_pattern: dict = field(default_factory=dict)    # {name regex: r} overriding r for some modules
-    alpha_pattern: dict = field(default_factory=dict)   # {name regex: alpha} overriding alpha
-    modules_to_save: list[str] | None = None      # modules trained in full and saved with the adapter ("score")
-    fan_in_fan_out: bool | None = None            # written to adapter_config.json; None: True for GPT-2
-    task_type: str = "CAUSAL_LM"                  # PEFT's task type ("SEQ_CLS" for a classifier)
-
-    def validate(self, source: str = "LoRAConfig") -> None:
-        """Each field's type and range, and every pattern a regex that compiles (as PEFT uses it)."""
-        if not _is_int(self.r) or self.r <= 0:
-            raise ConfigError(f"{source}: r must be a positive integer, got {show(self.r)}")
-        if not _is_number(self.alpha) or self.alpha <= 0:
-            raise ConfigError(f"{source}: lora_alpha must be a positive number, got {show(self.alpha)}")
-        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
-            raise ConfigError(f"{source}: lora_dropout must be in [0, 1), got {show(self.dropout)}")
-        t = self.target_modules
-        if not ((isinstance(t, str) and t) or (isinstance(t, list) and t and all(isinstance(x, str) and x for x in t))):
-            raise ConfigError(f"{source}: target_modules must be a regex or a non-empty list of module names, "
-                              f"got {show(t)}")
-        if isinstance(t, str):
-            _check_regex(source, "target_modules", t)
-        for name, pattern, check in (("rank_pattern", self.rank_pattern, _is_int),
-                                     ("alpha_pattern", self.alpha_pattern, _is_number)):
-            if not isinstance(pattern, dict) or not all(isinstance(k, str) and check(v) and v > 0
-                                                        for k, v in pattern.items()):
-                raise ConfigError(f"{source}: {name} must map module-name patterns to positive numbers, "
-                                  f"got {show(pattern)}")
-            for k in pattern:
-                _check_regex(source, f"{name} key", rf"(.*\.)?({k})$")
-        m = self.modules_to_save
-        if m is not None and not (isinstance(m, list) and all(isinstance(x, str) and x for x in m)):
-            raise ConfigError(f"{source}: modules_to_save must be null or a list of module names, got {show(m)}")
-        if not isinstance(self.use_rslora, bool) or self.fan_in_fan_out not in (None, True, False):
-            raise ConfigError(f"{source}: use_rslora and fan_in_fan_out must be true or false")
-        if not isinstance(self.task_type, str):
-            raise ConfigError(f"{source}: task_type must be a string, got {show(self.task_type)}")
-        # the largest alpha over the smallest r any module may get: the update must stay finite
-        alpha, r = max([self.alpha, *self.alpha_pattern.values()]), min([self.r, *self.rank_pattern.values()])
-        scaling = alpha / math.sqrt(r) if self.use_rslora else alpha / r
-        if scaling > MAX_SCALING:
-            raise ConfigError(f"{source}: lora_alpha {show(alpha)} / r {r} gives a scaling of {scaling:.4g}, above "
-                              f"{MAX_SCALING:g} (the largest float16): the update would overflow")
-
-    def targets(self, name: str) -> bool:
-        """Does LoRA wrap the module called `name`? (PEFT's matching rule.)"""
-        t = self.target_modules
-        if isinstance(t, str):
-            return re.fullmatch(t, name) is not None
-        return any(name == x or name.endswith("." + x) for x in t)
-
-    def rank_alpha(self, name: str) -> tuple[int, float]:
-        """(r, alpha) for module `name`, after rank_pattern / alpha_pattern."""
-        def lookup(pattern: dict, default):
-            key = next((k for k in pattern if re.match(rf"(.*\.)?({k})$", name)), None)
-            return pattern[key] if key is not None else default
-        return lookup(self.rank_pattern, self.r), lookup(self.alpha_pattern, self.alpha)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _check_regex(source: str, name: str, pattern: str) -> None:
-    """ConfigError (not re.error at load time) for a pattern that does not compile."""
-    try:
-        re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as e:
-        raise ConfigError(f"{source}: {name} {show(pattern)} is not a valid regex: {e}") from None
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-class LoRALinear(nn.Module):
-    """A frozen `nn.Linear` plus the trainable low-rank update (alpha / r) * B A."""
-
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False):
-        super().__init__()
-        self.base = base
-        self.r = r
-        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
-        self.lora_A = nn.Linear(base.in_features, r, bias=False, device=base.weight.device, dtype=base.weight.dtype)
-        self.lora_B = nn.Linear(r, base.out_features, bias=False, device=base.weight.device, dtype=base.weight.dtype)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))   # as nn.Linear and PEFT
-        nn.init.zeros_(self.lora_B.weight)                               # the update starts at 0
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
-        for p in self.base.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)                                                  # (..., out)
-        if self.merged:
-            return y
-        h = linear(self.dropout(x), self.lora_A.weight)                  # (..., r)
-        return y + linear(h, self.lora_B.weight) * self.scaling          # (..., out)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The effective weight W + ΔW, for code that multiplies by `layer.weight` itself (GPT-2's
-        untied output layer does); `forward` never builds it. Dropout does not apply here."""
-        return self.base.weight if self.merged else self.base.weight + self.delta_weight()
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base.bias
-
-    def delta_weight(self) -> torch.Tensor:
-        """ΔW = scaling * B A, shaped like the base weight (out, in)."""
-        return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.base.weight += self.delta_weight()
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            self.base.weight -= self.delta_weight()
-            self.merged = False
-
-
-# --------------------------------------------------------------------------------------------
-# Wrapping a model
-# --------------------------------------------------------------------------------------------
-
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    """The model's LoRA layers by module name."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
-
-
-@dataclass
-class LoRAPlan:
-    """What `add_lora` will do to a model, worked out (and checked) before anything changes."""
-    targets: dict[str, tuple[nn.Linear, int, float]]   # module name -> (the linear layer, r, alpha)
-    saved: list[str]                                    # full names of the modules trained in full
-
-    def shapes(self, model: nn.Module) -> dict[str, torch.Size]:
-        """The adapter's tensors under PEFT's key names, with their shapes (what `adapter_state`
-        will hold once the model is wrapped)."""
-        out = {}
-        for name, (layer, r, _) in self.targets.items():
-            key = adapter_key(model, name)
-            out[f"{key}.lora_A.weight"] = torch.Size([r, layer.in_features])
-            out[f"{key}.lora_B.weight"] = torch.Size([layer.out_features, r])
-        for name in self.saved:
-            for pname, p in model.get_submodule(name).named_parameters():
-                out[f"{adapter_key(model, name)}.{pname}"] = p.shape
-        return out
-
-
-def plan_lora(model: nn.Module, cfg: LoRAConfig) -> LoRAPlan:
-    """Check that `cfg` fits `model` and say which layers it wraps, changing nothing (ConfigError).
-
-    Targets are matched on the Hugging Face module names (`hf_name`), as PEFT matches them."""
-    cfg.validate()
-    if lora_layers(model):
-        raise ConfigError("the model already has LoRA layers (merge_and_unload it first)")
-    names = [n for n, _ in model.named_modules() if n and cfg.targets(hf_name(model, n))]
-    if not names:
-        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        raise ConfigError(f"target_modules {cfg.target_modules!r} match no module of {type(model).__name__} "
-                          f"(its linear layers: {', '.join(linears[:6])}{', ...' if len(linears) > 6 else ''})")
-    check_lora_fits(model, cfg, names)
-    targets = {}
-    for name in names:
-        module = model.get_submodule(name)
-        if not isinstance(module, nn.Linear):
-            raise ConfigError(f"target module {name} is a {type(module).__name__}; LoRA wraps linear layers only")
-        r, alpha = cfg.rank_alpha(hf_name(model, name))
-        targets[name] = (module, r, alpha)
-    return LoRAPlan(targets, saved_modules(model, cfg))
-
-
-def add_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> dict[str, LoRALinear]:
-    """Freeze `model` and wrap every target projection in a LoRALinear (in place); return them.
-
-    `cfg.modules_to_save` stay trainable in full. The config is kept as `model.lora_config`.
-    Everything is checked first (`plan_lora`): a ConfigError leaves the model as it was.
-    """
-    cfg = cfg or LoRAConfig()
-    return _apply(model, cfg, plan_lora(model, cfg))
-
-
-def _apply(model: nn.Module, cfg: LoRAConfig, plan: LoRAPlan) -> dict[str, LoRALinear]:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    wrapped = {}
-    for name, (module, r, alpha) in plan.targets.items():
-        parent_name, _, child = name.rpartition(".")
-        wrapped[name] = LoRALinear(module, r, alpha, cfg.dropout, cfg.use_rslora)
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapped[name])
-    for name in plan.saved:
-        for p in model.get_submodule(name).parameters():
-            p.requires_grad_(True)
-    model.lora_config = cfg
-    return wrapped
-
-
-def check_lora_fits(model: nn.Module, cfg: LoRAConfig, names: list[str]) -> None:
-    """ConfigError if the A and B matrices of modules `names` (r x (in + out) numbers each, in the
-    base weight's dtype) would not fit in this machine's memory; checked before one is allocated."""
-    nbytes = 0
-    for name in names:
-        module = model.get_submodule(name)
-        if isinstance(module, nn.Linear):
-            nbytes += cfg.rank_alpha(name)[0] * (module.in_features + module.out_features) * module.weight.element_size()
-    try:
-        check_fits_memory(nbytes, "adapter", f"the LoRA matrices of {len(names)} modules")
-    except CheckpointError as e:
-        raise ConfigError(str(e)) from None
-
-
-def saved_modules(model: nn.Module, cfg: LoRAConfig) -> list[str]:
-    """Full names of the modules `cfg.modules_to_save` names, matched as PEFT matches them (the
-    name itself or a module whose name ends in ".name"). A name that matches nothing is skipped,
-    as PEFT skips it: a sequence-classification adapter lists both heads' names, "classifier" and
-    "score", and a model has one of them. At least one must match (ConfigError otherwise)."""
-    out, wanted = [], cfg.modules_to_save or []
-    for short in wanted:
-        out += [n for n, _ in model.named_modules() if n and (hf_name(model, n) == short
-                                                              or hf_name(model, n).endswith("." + short))]
-    if wanted and not out:
-        raise ConfigError(f"modules_to_save: {type(model).__name__} has no module {' or '.join(map(repr, wanted))}")
-    return out
-
-
-def hf_name(model: nn.Module, name: str) -> str:
-    """A module's name in the Hugging Face model PEFT wraps. Ours are the same, except for the bare
-    GPT-2 (`GPT2Base`, PEFT's FEATURE_EXTRACTION task), whose blocks sit under `transformer.`
-    here and at the top in `transformers`' GPT2Model."""
-    return name.removeprefix("transformer.") if isinstance(model, GPT2Base) else name
+__all__ = [  # LoRA itself (lora_layers.py), then the folder format (here)
+    "MAX_SCALING", "LoRAConfig", "LoRAEmbedding", "LoRALayer", "LoRALinear", "LoRAPlan", "add_lora", "check_lora_fits",
+    "count_parameters", "hf_name", "lora_layers", "merge", "merge_and_unload", "plan_lora", "saved_modules", "unmerge",
+    "untie_output_layer",
+    "CONFIG_NAME", "WEIGHTS_NAME", "WEIGHTS_BIN", "PREFIX", "TASK_MODELS", "adapter_base", "adapter_key",
+    "adapter_shapes", "adapter_state", "adapter_tensors", "default_target_modules", "load_adapted", "load_adapter",
+    "read_adapter_config", "save_adapter"]
 
 
 def adapter_key(model: nn.Module, name: str) -> str:
@@ -315,53 +66,25 @@ def adapter_key(model: nn.Module, name: str) -> str:
     return PREFIX + hf_name(model, name)
 
 
-def merge(model: nn.Module) -> None:
-    """Add every LoRA update into its base weight (the forward pass then skips A and B)."""
-    for m in lora_layers(model).values():
-        m.merge()
 
 
-def unmerge(model: nn.Module) -> None:
-    """Undo `merge`: subtract every update again."""
-    for m in lora_layers(model).values():
-        m.unmerge()
+def adapter_shapes(model: nn.Module, plan: LoRAPlan) -> dict[str, torch.Size]:
+    """The adapter's tensors under PEFT's key names, with their shapes (what `adapter_state` will
+    hold once `plan` has wrapped the model)."""
+    out = {}
+    for name, (layer, r, _) in plan.targets.items():
+        key = adapter_key(model, name)
+        if isinstance(layer, nn.Embedding):
+            out[f"{key}.lora_embedding_A"] = torch.Size([r, layer.num_embeddings])
+            out[f"{key}.lora_embedding_B"] = torch.Size([layer.embedding_dim, r])
+        else:
+            out[f"{key}.lora_A.weight"] = torch.Size([r, layer.in_features])
+            out[f"{key}.lora_B.weight"] = torch.Size([layer.out_features, r])
+    for name in plan.saved:
+        for pname, p in model.get_submodule(name).named_parameters():
+            out[f"{adapter_key(model, name)}.{pname}"] = p.shape
+    return out
 
-
-def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Merge and put the plain base layers back: a model with the base's own structure and keys
-    (so `save_pretrained` writes an ordinary checkpoint). Parameters stay frozen."""
-    for name, m in lora_layers(model).items():
-        m.merge()
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, m.base)
-    if hasattr(model, "lora_config"):
-        del model.lora_config
-    return model
-
-
-def untie_output_layer(model: GPT2) -> GPT2:
-    """A copy of a tied GPT-2 whose output layer `lm_head` is its own matrix (a copy of `wte`):
-    the same logits, but a module LoRA can wrap. The adapter's base is then this untied model
-    (save it with `save_pretrained` next to the adapter)."""
-    if model.lm_head is not None:
-        return model
-    config = GPT2Config.from_dict({**model.config.to_dict(), "tie_word_embeddings": False}, "untied config")
-    untied = GPT2(config).to(next(model.parameters()).device)
-    state = dict(model.state_dict())
-    state["lm_head.weight"] = state["transformer.wte.weight"].clone()
-    untied.load_state_dict(state)
-    return untied.train(model.training)
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable parameters, all parameters); a tied weight counts once."""
-    params = {id(p): p for p in model.parameters()}.values()
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-# --------------------------------------------------------------------------------------------
-# PEFT's folder format
-# --------------------------------------------------------------------------------------------
 
 def _is_conv1d_model(model: nn.Module) -> bool:
     return isinstance(model, (GPT2, GPT2ForSequenceClassification, GPT2Base))
@@ -384,8 +107,12 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
         raise ConfigError("the model has no LoRA adapter (call add_lora or load_adapter first)")
     out = {}
     for name, m in lora_layers(model).items():
-        out[f"{adapter_key(model, name)}.lora_A.weight"] = m.lora_A.weight.detach().contiguous()
-        out[f"{adapter_key(model, name)}.lora_B.weight"] = m.lora_B.weight.detach().contiguous()
+        if isinstance(m, LoRAEmbedding):                       # Parameters of their own: no ".weight"
+            out[f"{adapter_key(model, name)}.lora_embedding_A"] = m.lora_embedding_A.detach().contiguous()
+            out[f"{adapter_key(model, name)}.lora_embedding_B"] = m.lora_embedding_B.detach().contiguous()
+        else:
+            out[f"{adapter_key(model, name)}.lora_A.weight"] = m.lora_A.weight.detach().contiguous()
+            out[f"{adapter_key(model, name)}.lora_B.weight"] = m.lora_B.weight.detach().contiguous()
     for name in saved_modules(model, cfg):
         for pname, p in model.get_submodule(name).named_parameters():
             out[f"{adapter_key(model, name)}.{pname}"] = p.detach().contiguous()
@@ -470,10 +197,10 @@ def _or_empty(pattern: object) -> object:
 
 
 def _check_adapter_weights(cfg: LoRAConfig, config_path: Path) -> None:
-    """From the weights' header (nothing allocated): each `...lora_A.weight` must be (r, in) and each
-    `...lora_B.weight` (out, r) with the r `cfg` gives its module, and all of them must fit in
-    memory; then no value may be NaN or infinite. No weights file: nothing to check here
-    (load_adapter says so)."""
+    """From the weights' header (nothing allocated): each `...lora_A.weight` must be (r, in), each
+    `...lora_B.weight` (out, r), each `...lora_embedding_A` (r, V) and `...lora_embedding_B` (C, r),
+    with the r `cfg` gives its module, and all of them must fit in memory; then no value may be NaN
+    or infinite. No weights file: nothing to check here (load_adapter says so)."""
     folder = config_path.parent
     if (folder / WEIGHTS_NAME).is_file():
         path = folder / WEIGHTS_NAME
@@ -487,13 +214,14 @@ def _check_adapter_weights(cfg: LoRAConfig, config_path: Path) -> None:
     else:
         return
     for key, (shape, _) in shapes.items():
-        m = re.fullmatch(re.escape(PREFIX) + r"(.+)\.lora_([AB])\.weight", key)
+        m = re.fullmatch(re.escape(PREFIX) + r"(.+)\.(?:lora_([AB])\.weight|lora_embedding_([AB]))", key)
         if m is None:
             continue
-        r = cfg.rank_alpha(m.group(1))[0]
-        if len(shape) != 2 or shape[0 if m.group(2) == "A" else 1] != r:
+        r, part = cfg.rank_alpha(m.group(1))[0], m.group(2) or m.group(3)
+        if len(shape) != 2 or shape[0 if part == "A" else 1] != r:
             raise CheckpointError(config_path, f"r is {r:,} for {m.group(1)}, but {path.name} holds {key} of shape "
-                                               f"{shape} (lora_A is (r, in), lora_B (out, r))")
+                                               f"{shape} (lora_A is (r, in), lora_B (out, r), lora_embedding_A "
+                                               "(r, V), lora_embedding_B (C, r))")
     check_fits_memory(sum(math.prod(s) * n for s, n in shapes.values()), path, "the adapter's tensors")
     check_finite(tensors, path)
 
@@ -503,7 +231,9 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> LoRAConfig:
 
     Everything is checked before the model changes: the config (`read_adapter_config`), that its
     targets and modules_to_save fit the model (`plan_lora`), and that every expected tensor is in
-    the file with its shape and a floating dtype, and nothing else. A refused adapter raises
+    the file with its shape and a floating dtype, and nothing else but a target's optional
+    `...base_layer.weight` (PEFT's copy of a targeted embedding, loaded into the base weight as
+    PEFT loads it). A refused adapter raises
     CheckpointError naming the file and the keys, and leaves the model exactly as it was (so a
     second try, with a good adapter, works). Returns the adapter's config.
     """
@@ -516,12 +246,16 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> LoRAConfig:
         plan = plan_lora(model, cfg)
     except ConfigError as e:
         raise CheckpointError(folder / CONFIG_NAME, str(e)) from None
-    expected = plan.shapes(model)
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    expected = adapter_shapes(model, plan)
+    optional = {f"{adapter_key(model, name)}.base_layer.weight": layer.weight.shape    # PEFT's embed_tokens, lm_head
+                for name, (layer, _, _) in plan.targets.items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected) - set(optional))
     if missing or unexpected:
         raise CheckpointError(path, f"adapter keys do not fit the model: missing {missing[:4]}, "
                                     f"unexpected {unexpected[:4]}")
-    bad = [f"{k} {list(tensors[k].shape)} (expected {list(s)})" for k, s in expected.items() if tensors[k].shape != s]
+    bad = [f"{k} {list(tensors[k].shape)} (expected {list(s)})" for k, s in {**expected, **optional}.items()
+           if k in tensors and tensors[k].shape != s]
     if bad:
         raise CheckpointError(path, f"wrong shapes: {'; '.join(bad[:4])}")
     ints = [k for k, t in tensors.items() if not t.is_floating_point()]
@@ -536,7 +270,9 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> LoRAConfig:
             owner, _, part = owner_key.rpartition(".")
             if part in ("lora_A", "lora_B") and by_key.get(owner) in layers:
                 getattr(layers[by_key[owner]], part).weight.copy_(t)
-            else:
+            elif part == "base_layer" and by_key.get(owner) in layers:   # PEFT's name for our `base`
+                layers[by_key[owner]].base.get_parameter(pname).copy_(t)
+            else:                                        # lora_embedding_A / _B, modules_to_save
                 model.get_submodule(by_key[owner_key]).get_parameter(pname).copy_(t)
     return cfg
 
