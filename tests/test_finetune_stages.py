@@ -86,7 +86,8 @@ def test_emotion_lora_stage_saves_a_peft_adapter(tiny_run):
     assert base.lm_head is not None
     load_adapter(base, out / "adapter")
     assert sorted(lora_layers(base)) == ["lm_head", "transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj",
-                                         "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj"]
+                                         "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj",
+                                         "transformer.wte"]
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
         out / "base")
 

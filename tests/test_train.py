@@ -156,6 +156,45 @@ def test_resume_is_exact(tmp_path, accum):
     assert not list((tmp_path / "b").glob("*.tmp"))  # atomic writes leave no temp files
 
 
+def test_group_by_length_batches_similar_lengths_and_visits_each_example_once():
+    from lm.training.engine import _Order
+    lengths = [int(x) for x in torch.randint(3, 60, (203,), generator=torch.Generator().manual_seed(0))]
+    plain = _Order(203, 8, True, 0)
+    grouped = _Order(203, 8, True, 0, lengths=lengths, group=5)
+    for order in (plain, grouped):
+        seen = [i for _ in range(203 // 8) for i in order.next()]
+        assert len(seen) == len(set(seen)) == 203 // 8 * 8               # one epoch: no example twice
+    def padding(order):                                                   # padded positions in one epoch
+        return sum(8 * max(lengths[i] for i in b) - sum(lengths[i] for i in b)
+                   for b in (order.next() for _ in range(203 // 8)))
+    assert padding(_Order(203, 8, True, 0, lengths=lengths, group=5)) < 0.4 * padding(_Order(203, 8, True, 0))
+    again = _Order(203, 8, True, 0, lengths=lengths, group=5)
+    first = [again.next() for _ in range(25)]
+    assert first == [_Order(203, 8, True, 0, lengths=lengths, group=5).next() for _ in range(1)] + first[1:]
+    assert first != [_Order(203, 8, True, 1, lengths=lengths, group=5).next() for _ in range(25)]  # seeded
+    assert first[0] != sorted(first[0])                                   # batches shuffled, not in length order
+    with pytest.raises(ConfigError, match="group_by_length"):
+        TrainConfig(group_by_length=-1).validate()
+
+
+def test_group_by_length_needs_lengths_and_resumes_exactly(tmp_path):
+    from lm.finetune.sft import SFTExamples
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(1, 30, (int(n),), generator=g).tolist() for n in torch.randint(4, 20, (64,), generator=g)]
+    ex = SFTExamples.from_token_ids(seqs, [2] * 64, pad_id=0)
+    cfg = TrainConfig(max_steps=10, batch_size=4, group_by_length=3, checkpoint_interval=4, device="cpu", seed=2)
+    straight = tiny_model(7)
+    train(straight, ex, ex, cfg, tmp_path / "a")
+    train(tiny_model(7), ex, ex, cfg, tmp_path / "b", stop_after=5)
+    resumed = tiny_model(99)
+    train(resumed, ex, ex, cfg, tmp_path / "b", resume=True)
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ConfigError, match="lengths"):
+        train(tiny_model(), tokens(400), None, TrainConfig(max_steps=1, batch_size=4, context=8, group_by_length=2),
+              None)
+
+
 def test_checkpoint_is_weights_only_and_round_trips(tmp_path):
     m = tiny_model()
     opt = make_optimizer(m, TrainConfig())

@@ -101,6 +101,10 @@ class ClassificationExamples:
     def __len__(self) -> int:
         return len(self.seqs)
 
+    def lengths(self) -> list[int]:
+        """Tokens of each text (for batches of similar lengths: TrainConfig.group_by_length)."""
+        return [len(s) for s in self.seqs]
+
     def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """{"input_ids", "attention_mask"} (B, T) right-padded, and "targets" (B,) label ids."""
         T = max(len(self.seqs[i]) for i in indices)

@@ -189,12 +189,13 @@ def finetune_emotion_classifier(model: GPT2ForSequenceClassification, tok, data:
 
 
 def train_config(book: bool, lr: float, batch_size: int, warmup_steps: int, eval_batches: int,
-                 device: str | None, seed: int) -> TrainConfig:
+                 device: str | None, seed: int, group_by_length: int = 0) -> TrainConfig:
     """The engine's settings for a fine-tuning run. `book`: the book's (AdamW, constant rate, no
     warm-up, no clipping), used with real GPT-2 weights; else cosine decay after a warm-up with
-    clipping at 1.0, which trains our small GPT-2 faster."""
+    clipping at 1.0, which trains our small GPT-2 faster. `group_by_length`: batches of similar
+    lengths (TrainConfig's field; the emotion stages use it for our small GPT-2)."""
     if book:
         return TrainConfig(lr=lr, batch_size=batch_size, schedule="constant", warmup_steps=0, grad_clip=0.0,
                            eval_batches=eval_batches, log_interval=10, device=device, seed=seed)
     return TrainConfig(lr=lr, batch_size=batch_size, warmup_steps=warmup_steps, eval_batches=eval_batches,
-                       log_interval=10, device=device, seed=seed)
+                       log_interval=10, device=device, seed=seed, group_by_length=group_by_length)

@@ -242,6 +242,10 @@ class SFTExamples:
     def __len__(self) -> int:
         return len(self.seqs)
 
+    def lengths(self) -> list[int]:
+        """Tokens of each example (for batches of similar lengths: TrainConfig.group_by_length)."""
+        return [len(s) for s in self.seqs]
+
     def n_tokens(self) -> int:
         """Input positions in one epoch (a sequence of n tokens has n - 1 inputs)."""
         return int(sum(len(s) - 1 for s in self.seqs))

@@ -46,6 +46,7 @@ class FinetuneSettings:
     batch_size: int = quick_full(16, 16)            # examples per step
     lr: float = quick_full(1e-3, 5e-4)              # peak learning rate (cosine decay after warm-up)
     warmup_steps: int = quick_full(20, 100)         # linear warm-up steps
+    group_by_length: int = quick_full(0, 0)         # k > 0: batches of similar lengths (TrainConfig's field)
     # real weights (--gpt2 or --model): the book's settings
     real_epochs: int = quick_full(1, 2)             # the book: 2 (emotion_sft)
     real_lr: float = quick_full(5e-5, 5e-5)         # the book: 5e-5, constant
@@ -59,13 +60,15 @@ class FinetuneSettings:
 class EmotionSettings(FinetuneSettings):
     """The three emotion stages' settings for our small GPT-2 (`gpt2_emotion`, 16,000 tokens):
     larger batches and more epochs than instruct_sft's, measured on the real emotion data."""
-    epochs: int = quick_full(5, 5)                  # passes over train.jsonl
+    epochs: int = quick_full(5, 5)                  # passes over train.jsonl (emotion_classifier's)
     batch_size: int = quick_full(32, 32)            # examples per step
     lr: float = quick_full(2e-3, 1e-3)              # peak learning rate (cosine decay after warm-up)
+    group_by_length: int = quick_full(50, 50)       # runs of 50 batches sorted by length: half the padding
 
 
 @dataclass
 class Settings(EmotionSettings):
+    epochs: int = quick_full(3, 5)                  # passes over train.jsonl
     max_new_tokens: int = quick_full(10, 10)        # longest generated answer (a label is 1-5 tokens)
 
 
@@ -88,7 +91,7 @@ def setup(cfg: RunConfig, s: FinetuneSettings, data_dir: Path, base: str = "gpt2
     folder = Path(cfg.model) if cfg.model else pretrained_gpt2(cfg, data_dir, base)
     real = bool(cfg.model or cfg.gpt2)
     tcfg = train_config(real, s.real_lr if real else s.lr, s.real_batch_size if real else s.batch_size,
-                        s.warmup_steps, s.val_batches, cfg.device, cfg.seed)
+                        s.warmup_steps, s.val_batches, cfg.device, cfg.seed, 0 if real else s.group_by_length)
     base = describe_base(folder, cfg.model, "--model") if cfg.model else describe_base(folder, cfg.gpt2)
     return Setup(folder, real, bool(cfg.model), choose_device(cfg.device), tcfg,
                  s.real_epochs if real else s.epochs, s.real_max_train if real else None, base,

@@ -59,6 +59,8 @@ class Settings:
     # the emotion stages' base (emotion_sft, emotion_lora, emotion_classifier): the same texts and
     # recipe with a vocabulary large enough to keep most words whole (see `pretrained_gpt2`)
     emotion_vocab_size: int = quick_full(16000, 16000)    # byte-level BPE vocabulary of that base
+    emotion_steps: int | None = quick_full(100, None)     # its optimizer steps (its 16,000-way output layer
+    #   makes a step 2.5x dearer; 100 steps measured as good as 250 for the emotion stages on real data)
     # real GPT-2 weights (--gpt2): a 124M+ model on a CPU is measured on a few thousand tokens
     real_context: int = quick_full(128, 512)              # window for measuring real weights
     real_batch: int = quick_full(8, 8)                    # windows per evaluation batch
@@ -72,7 +74,7 @@ def pretrain_config(s: Settings, base: str = "gpt2") -> GPT2PretrainConfig:
     """The pretraining fields of the stage's settings, for `base` (one of BASES)."""
     names = {f.name for f in fields(GPT2PretrainConfig)}
     cfg = GPT2PretrainConfig(**{k: v for k, v in vars(s).items() if k in names})
-    return replace(cfg, vocab_size=s.emotion_vocab_size) if base == "gpt2_emotion" else cfg
+    return replace(cfg, vocab_size=s.emotion_vocab_size, steps=s.emotion_steps) if base == "gpt2_emotion" else cfg
 
 
 def task_texts(data_dir: Path) -> list[str]:

@@ -58,6 +58,8 @@ class TrainConfig:
     max_tokens: int | None = None  # budget in input tokens (batch_size * grad_accum * context per step)
     epochs: float = 1.0            # used when neither max_steps nor max_tokens is given
     shuffle: bool = True           # a fresh seeded permutation of the examples every epoch
+    group_by_length: int = 0       # k > 0: each run of k batches of that permutation sorted by length, so a
+    #   batch holds similar lengths (less padding; the examples need `lengths()`), then the batches shuffled
     eval_interval: int = 0         # steps between evaluations; 0: only at the end
     eval_batches: int | None = 50  # batches of held-out data per evaluation; None: all of it
     checkpoint_interval: int = 0   # steps between checkpoints; 0: only at the end (and on stop)
@@ -72,7 +74,8 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ["warmup_steps", "weight_decay", "grad_clip", "eval_interval", "checkpoint_interval"]:
+        for name in ["warmup_steps", "weight_decay", "grad_clip", "eval_interval", "checkpoint_interval",
+                     "group_by_length"]:
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.schedule not in ("cosine", "constant"):
@@ -263,7 +266,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
 
 # Fields that change the training trajectory: a resumed run must use the same values.
 _TRAJECTORY_FIELDS = ["lr", "min_lr_ratio", "warmup_steps", "schedule", "weight_decay", "betas", "grad_clip",
-                      "grad_accum", "batch_size", "context", "shuffle", "seed", "amp_dtype"]
+                      "grad_accum", "batch_size", "context", "shuffle", "group_by_length", "seed", "amp_dtype"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,12 +274,20 @@ _TRAJECTORY_FIELDS = ["lr", "min_lr_ratio", "warmup_steps", "schedule", "weight_
 # --------------------------------------------------------------------------------------------
 
 class _Order:
-    """The data position: (epoch, offset) into a seeded per-epoch permutation of the examples."""
+    """The data position: (epoch, offset) into a seeded per-epoch permutation of the examples.
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, epoch: int = 0, offset: int = 0):
+    With `lengths` and `group` = k (TrainConfig.group_by_length), each run of k batches of the
+    permutation is sorted by length before it is cut into batches, and the whole batches are then
+    shuffled (the ragged tail, dropped, stays last): every epoch still visits each example at most
+    once, in random batches of similar lengths, so right-padding wastes little."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, epoch: int = 0, offset: int = 0,
+                 lengths: list[int] | None = None, group: int = 0):
         if n < batch_size:
             raise ConfigError(f"only {n} training examples, fewer than batch_size={batch_size}")
         self.n, self.bs, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.lengths = torch.as_tensor(lengths) if group > 0 else None      # (n,)
+        self.group = group
         self.epoch, self.offset = epoch, offset
         self._perm = self._make_perm()
 
@@ -284,7 +295,15 @@ class _Order:
         if not self.shuffle:
             return torch.arange(self.n)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.n, generator=g)
+        perm = torch.randperm(self.n, generator=g)                          # (n,)
+        if self.lengths is None:
+            return perm
+        chunk = self.bs * self.group
+        parts = [p[torch.argsort(self.lengths[p], descending=True, stable=True)] for p in perm.split(chunk)]
+        full = self.n // self.bs * self.bs
+        batches = torch.cat(parts)[:full].view(-1, self.bs)                 # (n // bs, bs)
+        batches = batches[torch.randperm(len(batches), generator=g)]
+        return torch.cat([batches.reshape(-1), torch.cat(parts)[full:]])
 
     def next(self) -> list[int]:
         if self.offset + self.bs > self.n:  # drop the ragged tail, start the next epoch
@@ -327,14 +346,20 @@ def train(model: torch.nn.Module, train_data, val_data, cfg: TrainConfig, out_di
     ckpt = out / CHECKPOINT_NAME if out else None
     if resume and ckpt is not None and ckpt.is_file():
         st = load_checkpoint(ckpt, model, opt)
-        diff = [f for f in _TRAJECTORY_FIELDS if st["config"].get(f) != _jsonable(getattr(cfg, f))]
+        saved = {**{f: _jsonable(getattr(TrainConfig(), f)) for f in _TRAJECTORY_FIELDS}, **st["config"]}  # older
+        diff = [f for f in _TRAJECTORY_FIELDS if saved[f] != _jsonable(getattr(cfg, f))]          # files: defaults
         if diff:
             raise ConfigError(f"cannot resume {ckpt}: config differs in {', '.join(diff)}")
         step, tokens, targets, epoch, offset = st["step"], st["tokens"], st["targets"], st["epoch"], st["offset"]
         say(f"{desc}: resumed from {ckpt} at step {step}")
     else:
         torch.manual_seed(cfg.seed)
-    order = _Order(len(train_ex), cfg.batch_size, cfg.shuffle, cfg.seed, epoch, offset)
+    lengths = None
+    if cfg.group_by_length:
+        if not hasattr(train_ex, "lengths"):
+            raise ConfigError(f"group_by_length needs examples with lengths(); {type(train_ex).__name__} has none")
+        lengths = train_ex.lengths()
+    order = _Order(len(train_ex), cfg.batch_size, cfg.shuffle, cfg.seed, epoch, offset, lengths, cfg.group_by_length)
 
     def state() -> dict:
         return {"step": step, "tokens": tokens, "targets": targets, "epoch": order.epoch, "offset": order.offset,
