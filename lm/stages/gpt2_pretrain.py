@@ -9,8 +9,9 @@
 With `--gpt2 FOLDER` (a Hugging Face GPT-2 folder) or `--gpt2 gpt2` (downloaded into the cache
 when online) nothing is trained: the stage measures those weights on the same validation text.
 
-`pretrained_gpt2(cfg, data_dir)` is the one way a stage gets the small GPT-2: the `--gpt2` folder,
-or the model trained once per run and cached in `RUN/pretrained/gpt2`.
+`pretrained_gpt2(cfg, data_dir, base)` is the one way a stage gets a small GPT-2: the `--gpt2` folder,
+or the model trained once per run and cached in `RUN/pretrained/<base>`: "gpt2" (this stage's, 2,000
+tokens) or "gpt2_emotion" (the emotion stages', 16,000 tokens; see `pretrained_gpt2`).
 """
 from __future__ import annotations
 
