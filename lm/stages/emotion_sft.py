@@ -68,7 +68,8 @@ class EmotionSettings(FinetuneSettings):
 
 @dataclass
 class Settings(EmotionSettings):
-    epochs: int = quick_full(3, 5)                  # passes over train.jsonl
+    epochs: int = quick_full(5, 5)                  # passes over train.jsonl (real data, seeds 0 / 1:
+    #   5 epochs 0.907 / 0.894, 3 epochs 0.904 / 0.8735)
     max_new_tokens: int = quick_full(10, 10)        # longest generated answer (a label is 1-5 tokens)
 
 
