@@ -69,3 +69,14 @@ def restore_global_state():
     state, rng = global_state(), random_states()
     yield
     restore(state, rng)
+
+
+def tiny_gpt2(lines: list[str], n_positions: int):
+    """A 2-layer width-32 GPT-2 (eval mode, seed 0) and a 300-token byte-level BPE trained on `lines`."""
+    from lm.models.gpt2 import GPT2, GPT2Config
+    from lm.tokenizers.gpt2 import GPT2Tokenizer
+    tok = GPT2Tokenizer.train(lines, 300)
+    torch.manual_seed(0)
+    model = GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
+                            eos_token_id=tok.eot_id))
+    return model.eval(), tok

@@ -6,9 +6,8 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import SHARED_DATA, SHARED_FIXTURES, needs_fixtures, needs_shared
+from conftest import SHARED_DATA, SHARED_FIXTURES, needs_fixtures, needs_shared, tiny_gpt2
 from lm.data.loaders import Abstract, EMBEDDED_DIR
 from lm.errors import ConfigError, DataError
 from lm.labeling.cache import AnswerCache, candidates_hash
@@ -23,7 +22,6 @@ from lm.labeling.pipeline import ask_all
 from lm.labeling.prompt import BOOK_PROMPT, build_prompt, extract_id, parse_answer
 from lm.labeling.taxonomy import id_regex, load_taxonomy
 from lm.labeling.tfidf import TfidfVectorizer, cosine
-from lm.models.gpt2 import GPT2, GPT2Config
 from lm.tokenizers.gpt2 import GPT2Tokenizer
 
 HEADER = "qcode\tlevel\tpath\tdefinition\tis_leaf\n"
@@ -280,11 +278,7 @@ def test_interrupted_run_resumes_without_asking_again(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_lm():
     lines = [f"Title: bread {i}\nAbstract: we bake loaves and rolls; toy:1100 floods" for i in range(50)]
-    tok = GPT2Tokenizer.train(lines, 300)
-    torch.manual_seed(0)
-    model = GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=96, n_embd=32, n_layer=2, n_head=2,
-                            eos_token_id=tok.eot_id))
-    return model.eval(), tok
+    return tiny_gpt2(lines, n_positions=96)
 
 
 def test_lm_score_batched_equals_one_at_a_time(tiny_lm, tmp_path):

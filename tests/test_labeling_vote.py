@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_gpt2
 from lm.data.loaders import Abstract, EMBEDDED_DIR
 from lm.errors import DataError
 from lm.labeling.cache import AnswerCache
@@ -23,7 +24,6 @@ from lm.labeling.taxonomy import load_taxonomy
 from lm.labeling.tfidf import TfidfVectorizer
 from lm.labeling.workflow import label_corpus
 from lm.models.gpt2 import GPT2, GPT2Config
-from lm.tokenizers.gpt2 import GPT2Tokenizer
 
 from test_labeling import TOY_ROWS, write_tsv
 
@@ -87,11 +87,7 @@ def test_embedded_instruction_data_is_disjoint_from_the_labelled_documents():
 @pytest.fixture(scope="module")
 def tiny_gen():
     lines = [f"Title: bread {i}\nAbstract: we bake loaves and rolls; toy:1100 toy:1200 floods" for i in range(50)]
-    tok = GPT2Tokenizer.train(lines, 300)
-    torch.manual_seed(0)
-    model = GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=512, n_embd=32, n_layer=2, n_head=2,
-                            eos_token_id=tok.eot_id))
-    return model.eval(), tok
+    return tiny_gpt2(lines, n_positions=512)
 
 
 def test_compact_prompt_when_the_book_prompt_does_not_fit(tiny_gen, tmp_path):

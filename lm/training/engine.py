@@ -299,11 +299,12 @@ class _Order:
         if self.lengths is None:
             return perm
         chunk = self.bs * self.group
-        parts = [p[torch.argsort(self.lengths[p], descending=True, stable=True)] for p in perm.split(chunk)]
+        grouped = torch.cat([p[torch.argsort(self.lengths[p], descending=True, stable=True)]
+                             for p in perm.split(chunk)])                     # (n,)
         full = self.n // self.bs * self.bs
-        batches = torch.cat(parts)[:full].view(-1, self.bs)                 # (n // bs, bs)
+        batches = grouped[:full].view(-1, self.bs)                            # (n // bs, bs)
         batches = batches[torch.randperm(len(batches), generator=g)]
-        return torch.cat([batches.reshape(-1), torch.cat(parts)[full:]])
+        return torch.cat([batches.reshape(-1), grouped[full:]])
 
     def next(self) -> list[int]:
         if self.offset + self.bs > self.n:  # drop the ragged tail, start the next epoch
