@@ -69,6 +69,21 @@ def test_fast_equals_reference_on_many_tiny_corpora():
             assert fast_merges(counts, size) == reference_merges(counts, size), (counts, size)
 
 
+def test_min_frequency_stops_where_the_best_pair_becomes_too_rare():
+    # "ab" x3 and "cd" x1: the merge a+b (count 3) is made at min_frequency 2 and 3, c+d (count 1) is not
+    counts = {"ab": 3, "cd": 1}
+    assert reference_merges(counts, 10) == [("a", "b"), ("c", "d")]
+    assert reference_merges(counts, 10, min_frequency=2) == [("a", "b")]
+    assert reference_merges(counts, 10, min_frequency=4) == []
+    # the fast trainer cuts at the same place, over many small corpora and thresholds
+    rng = random.Random(7)
+    for _ in range(100):
+        counts = {"".join(rng.choice("aab_") for _ in range(rng.randint(1, 8))): rng.randint(1, 6)
+                  for _ in range(rng.randint(1, 6))}
+        for m in (1, 2, 3, 5):
+            assert fast_merges(counts, 30, m) == reference_merges(counts, 30, m), (counts, m)
+
+
 @needs_shared
 def test_fast_equals_reference_on_news():
     words = (SHARED_DATA / "news" / "train.txt").read_text(encoding="utf-8").split()[:4000]

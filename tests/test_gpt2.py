@@ -223,5 +223,6 @@ def test_the_two_small_bases_differ_in_vocabulary_and_steps_only(tmp_path):
         assert plain["vocab_size"] == s.vocab_size and emotion["vocab_size"] == s.emotion_vocab_size == 16000
         assert emotion["steps"] == s.emotion_steps and plain["steps"] == s.steps
         assert {k for k in plain if plain[k] != emotion[k]} <= {"vocab_size", "steps"}
+        assert plain["min_frequency"] == emotion["min_frequency"] == s.min_frequency == 2
     with pytest.raises(ConfigError, match="unknown base 'gpt3'"):
         pretrained_gpt2(RunConfig(run_dir=tmp_path), tmp_path, "gpt3")

@@ -207,6 +207,15 @@ def test_trainer_matches_reference_and_round_trips(tmp_path):
     assert tok.encode(text, allowed_special="all")[-1] == 319
 
 
+def test_trainer_min_frequency_caps_the_vocabulary_below_vocab_size():
+    # "ab" 5 times, "xyz" once: with min_frequency 2 only a+b is merged, so 258 ids instead of 260
+    texts = ["ab"] * 5 + ["xyz"]
+    assert len(GPT2Tokenizer.train(texts, vocab_size=400).merges) == 3          # ab, xy, xyz
+    tok = GPT2Tokenizer.train(texts, vocab_size=400, min_frequency=2)
+    assert tok.merges == [("a", "b")] and tok.vocab_size == 258 and tok.eot_id == 257
+    assert tok.decode(tok.encode("xyz ab")) == "xyz ab"                         # rare words fall back to bytes
+
+
 def test_trainer_cuts_out_special_tokens_and_checks_size():
     tok = GPT2Tokenizer.train(["ab<|endoftext|>ab"] * 10, vocab_size=260)
     assert all("<" not in a + b for a, b in tok.merges)

@@ -92,12 +92,14 @@ def merge_by_rank(symbols: Sequence[str], ranks: Mapping[Pair, int]) -> list[str
     return word
 
 
-def reference_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pair]:
+def reference_merges(word_counts: Mapping[str, int], vocab_size: int, min_frequency: int = 1) -> list[Pair]:
     """The book's BPE loop on {word: count}; each character of a word is a starting token.
 
     Each step: count every adjacent pair in every word (weighted by the word's count), take the
     most frequent pair (ties: smallest (left, right)), rewrite every word with the pair merged.
-    Stops when the token set reaches `vocab_size` or no pair is left.
+    Stops when the token set reaches `vocab_size`, no pair is left, or the best pair occurs fewer
+    than `min_frequency` times (the best count never rises, so this cuts the list where it falls
+    below; 2 keeps a small corpus from spending its vocabulary on words seen once).
     """
     words = {tuple(w): c for w, c in word_counts.items() if w}
     tokens = {ch for w in words for ch in w}
@@ -110,6 +112,8 @@ def reference_merges(word_counts: Mapping[str, int], vocab_size: int) -> list[Pa
         if not pair_counts:
             break
         best = min(pair_counts, key=lambda p: (-pair_counts[p], p))
+        if pair_counts[best] < min_frequency:
+            break
         new = best[0] + best[1]
         words = {_merge_word(w, best, new): c for w, c in words.items()}
         merges.append(best)

@@ -169,12 +169,13 @@ class GPT2Tokenizer:
 
     # ---------------------------------------------------------------- training
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int,
-              special_tokens: Iterable[str] = (EOT,)) -> "GPT2Tokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str] = (EOT,),
+              min_frequency: int = 1) -> "GPT2Tokenizer":
         """Train a byte-level BPE on `texts` (the fast trainer of `lm.tokenizers.bpe`, same tie rule).
 
         Ids: 0..255 the bytes (in GPT-2's order), then merged tokens, then the special tokens;
-        `vocab_size` counts them all. Special-token strings in the texts are cut out first.
+        `vocab_size` counts them all (at most: merges of pairs seen fewer than `min_frequency` times
+        are not made). Special-token strings in the texts are cut out first.
         """
         special_tokens = list(dict.fromkeys(special_tokens))
         if isinstance(texts, str):
@@ -193,7 +194,7 @@ class GPT2Tokenizer:
         for piece, c in counts.items():
             words[to_byte_chars(piece)] += c
         present = {ch for w in words for ch in w}
-        merges = fast_merges(words, len(present) + n_new)
+        merges = fast_merges(words, len(present) + n_new, min_frequency)
         encoder = {ch: i for i, ch in enumerate(BYTE_ORDER)}
         for a, b in merges:
             encoder.setdefault(a + b, len(encoder))

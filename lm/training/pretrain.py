@@ -107,6 +107,7 @@ class GPT2PretrainConfig:
     train_lines: int | None = 20_000   # sentences read from news/train.txt (None: all)
     valid_lines: int | None = 2_000    # sentences read from news/valid.txt (None: all)
     vocab_size: int = 2000             # byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>)
+    min_frequency: int = 1             # BPE merges only pairs seen at least this often (vocab_size is a cap)
     n_embd: int = 128                  # model width
     n_layer: int = 2                   # transformer blocks
     n_head: int = 4                    # attention heads
@@ -142,7 +143,7 @@ def pretrain_gpt2(data_dir, folder: Path, cfg: GPT2PretrainConfig, seed: int = 0
     t0 = time.perf_counter()
     say(f"gpt2_pretrain: training a {cfg.vocab_size}-token byte-level BPE on {len(train_lines):,} texts "
         f"({len(extra_texts):,} beside the news)")
-    tok = GPT2Tokenizer.train(train_lines, cfg.vocab_size)
+    tok = GPT2Tokenizer.train(train_lines, cfg.vocab_size, min_frequency=cfg.min_frequency)
     tr_ids, _ = encode_lines(train_lines, tok, tok.eot_id)
     va_ids, _ = encode_lines(valid_lines, tok, tok.eot_id)
     prep_s = time.perf_counter() - t0
