@@ -39,7 +39,7 @@ from pathlib import Path
 from lm.data.loaders import book_shuffle, book_split, data_file, optional_file
 from lm.labeling.cache import AnswerCache
 from lm.labeling.candidates import label_scores, recall_report
-from lm.finetune.classic import BagOfWords, LogisticRegression
+from lm.finetune.baselines import BagOfWords, LogisticRegression
 from lm.finetune.classifier import ClassificationExamples, classification_loss, classifier_from_lm, predict
 from lm.finetune.emotion import train_config
 from lm.finetune.epochs import train_by_epoch
@@ -79,7 +79,7 @@ class Settings:
     tune_positions: int | None = None                 # its window, stretched (lm.labeling.instruct.extend_positions; None: the base's)
     test_share: float = 0.25                          # held-out documents (the book: 500 of 20,500; ours more, to measure)
     min_docs: int = 3                                 # fold labels with fewer training documents into "Other" (book: 20 of 17,715)
-    # classifier A: bag of words + logistic regression (lm.finetune.classic)
+    # classifier A: bag of words + logistic regression (lm.finetune.baselines)
     bow_features: int = 10_000                        # most frequent words kept (the book's emotion LR: 10,000)
     lr_C: float = 1.0                                 # inverse L2 strength (scikit-learn's default, the book's)
     # classifier B: GPT-2 with a classification head (lm.finetune.classifier; the book: roberta-base)
