@@ -4,7 +4,7 @@
 For the book's two settings (10,000 binary unigrams; 20,000 unigram+bigram counts) it builds the
 training matrix once with our `BagOfWords` and fits, in alternation, best of --repeat:
 
-    ours        lm.finetune.classic.LogisticRegression (our L-BFGS, hand-written gradient, torch CSR)
+    ours        lm.finetune.baselines.LogisticRegression (our L-BFGS, hand-written gradient, torch CSR)
     torch       the same objective minimised by torch.optim.LBFGS (strong Wolfe line search)
     sklearn     sklearn.linear_model.LogisticRegression(random_state=42, max_iter=1000), the book's
                 call, on the very same matrix (only when scikit-learn is importable: it is not a
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from lm.data.loaders import data_file, load_emotion, resolve_data_dir
-from lm.finetune.classic import BagOfWords, LogisticRegression, as_csr, label_ids, multinomial_objective
+from lm.finetune.baselines import BagOfWords, LogisticRegression, as_csr, label_ids, multinomial_objective
 
 try:  # optional: the baseline we compare against, never a dependency
     import scipy.sparse

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lm.data.loaders import EMBEDDED_DIR
-from lm.labeling.candidates import candidate_lists, label_scores
+from lm.labeling.candidates import candidate_lists, label_cosines
 from lm.labeling.documents import document_text, load_corpus
 from lm.labeling.lm_score import LMScorer
 from lm.labeling.tfidf import TfidfVectorizer, cosine
@@ -53,7 +53,7 @@ def main() -> None:
     tok = GPT2Tokenizer.train([document_text(d) for d in docs] + tax.texts, 1000)
     model = GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=128, n_embd=a.n_embd, n_layer=a.n_layer,
                             n_head=4)).eval()
-    cands = candidate_lists(label_scores(TfidfVectorizer(), docs, tax), tax, a.k)
+    cands = candidate_lists(label_cosines(TfidfVectorizer(), docs, tax), tax, a.k)
     sc = LMScorer(model, tok, tax)
     ids = [[sc.candidate_ids(q) for q in c] for c in cands]
     prompts = [sc.prompt_ids(d) for d in docs]

@@ -201,6 +201,16 @@ def draw_stage(run_dir: Path, name: str, entry: dict, plot_dir: Path, real_data:
 # The report
 # --------------------------------------------------------------------------------------------
 
+# summary.json keys that hold the base model a run was given: run_all.py's --model, and --gpt2 as
+# runs wrote it before --gpt2 became another name for --model (a key in files already on disk)
+GIVEN_BASE_KEYS = ("model", "gpt2")
+
+
+def _given_base(summary: dict) -> str | None:
+    """The base model folder the run was given (`--model`, or `--gpt2` in older runs), quoted; None: ours."""
+    return next((f"`{summary[k]}`" for k in GIVEN_BASE_KEYS if summary.get(k)), None)
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -227,7 +237,7 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
     facts = [("status", f"{summary.get('status', '?')} (exit {summary.get('exit_code', '?')})"),
              ("sizes", "quick" if summary.get("quick", True) else "full"), ("seed", summary.get("seed")),
              ("data", f"`{summary.get('data_dir')}`"), ("torch threads", summary.get("threads")),
-             ("GPT-2", f"`{summary['gpt2']}`" if summary.get("gpt2") else "the small GPT-2 trained in this run"),
+             ("base model", _given_base(summary) or "the small GPT-2s trained in this run"),
              ("started", summary.get("started")), ("finished", summary.get("finished"))]
     lines += [" · ".join(f"{k}: {v}" for k, v in facts if v is not None), ""]
 

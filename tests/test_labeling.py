@@ -10,15 +10,15 @@ import pytest
 from conftest import SHARED_DATA, SHARED_FIXTURES, needs_fixtures, needs_shared, tiny_gpt2
 from lm.data.loaders import Abstract, EMBEDDED_DIR
 from lm.errors import ConfigError, DataError
-from lm.labeling.cache import AnswerCache, candidates_hash
-from lm.labeling.candidates import candidate_lists, label_scores, recall_at_k, recall_report, top_k
+from lm.labeling.answers import AnswerCache, candidates_hash
+from lm.labeling.ask_all import ask_all
+from lm.labeling.candidates import candidate_lists, label_cosines, recall_at_k, recall_report, top_k
 from lm.labeling.documents import load_corpus
 from lm.labeling.ensemble import (OTHER, agreement_report, book_min_votes, cohen_kappa, fold_rare, majority_vote,
                                   vote_all)
 from lm.labeling.labeller import Labeller, NearestLabel
 from lm.labeling.lm_generate import LMGenerator
 from lm.labeling.lm_score import LMScorer
-from lm.labeling.pipeline import ask_all
 from lm.labeling.prompt import BOOK_PROMPT, build_prompt, extract_id, parse_answer
 from lm.labeling.taxonomy import id_regex, load_taxonomy
 from lm.labeling.tfidf import TfidfVectorizer, cosine
@@ -133,7 +133,7 @@ def test_candidate_recall_hand_case(tmp_path):
             Abstract("b", "Wheels of cheese", "Cheese by the wheel."),
             Abstract("c", "Snow", "It snowed a lot.")]                # shares no word with its true label
     truth = {"a": "toy:1100", "b": "toy:1200", "c": "toy:2100"}
-    scores = label_scores(TfidfVectorizer(), docs, tax)
+    scores = label_cosines(TfidfVectorizer(), docs, tax)
     assert candidate_lists(scores, tax, 1)[:2] == [["toy:1100"], ["toy:1200"]]
     assert recall_report(scores, tax, docs, truth, [1, 3]) == {"recall@1": round(2 / 3, 4), "recall@3": 1.0}
     assert recall_at_k(top_k(np.array([[0.0, 1.0, 0.5]]), 2), np.array([0])) == 0.0
@@ -147,7 +147,7 @@ def test_top_k_ties_and_bounds():
 
 def test_tfidf_candidates_on_embedded_data_contain_the_truth():
     docs, tax, truth = load_corpus(EMBEDDED_DIR)
-    rep = recall_report(label_scores(TfidfVectorizer(), docs, tax), tax, docs, truth, [1, 3])
+    rep = recall_report(label_cosines(TfidfVectorizer(), docs, tax), tax, docs, truth, [1, 3])
     assert rep == {"recall@1": 0.7475, "recall@3": 0.97}      # the nearest label is often wrong (tests/test_labeling_vote.py)
 
 

@@ -17,10 +17,10 @@ import pytest
 
 from lm.data.loaders import Abstract
 from lm.errors import ConfigError
-from lm.labeling.cache import AnswerCache
+from lm.labeling.answers import AnswerCache
+from lm.labeling.ask_all import ask_all
 from lm.labeling.hosted import (ChatClient, EndpointConfig, HostedError, HostedLabeller, Secret, completions_url,
                                 key_from_env, retry_after)
-from lm.labeling.pipeline import ask_all
 from lm.labeling.taxonomy import load_taxonomy
 
 KEY = "sk-test-7f3a9c-DO-NOT-LEAK"

@@ -11,18 +11,18 @@ import torch
 from conftest import tiny_gpt2
 from lm.data.loaders import Abstract, EMBEDDED_DIR
 from lm.errors import DataError
-from lm.labeling.cache import AnswerCache
-from lm.labeling.candidates import label_scores
+from lm.labeling.answers import AnswerCache
+from lm.labeling.candidates import label_cosines
 from lm.labeling.documents import load_corpus
 from lm.labeling.instruct import (INSTRUCT, LabelTuneConfig, instruction_examples, load_instruct, reply,
                                   training_candidates, tune_labeller)
+from lm.labeling.label_corpus import label_corpus
 from lm.labeling.labeller import Labeller
 from lm.labeling.lm_generate import LMGenerator, compact_parts, compact_prompt
 from lm.labeling.lm_score import LMScorer
 from lm.labeling.prompt import build_prompt
 from lm.labeling.taxonomy import load_taxonomy
 from lm.labeling.tfidf import TfidfVectorizer
-from lm.labeling.workflow import label_corpus
 from lm.models.gpt2 import GPT2, GPT2Config
 
 from test_labeling import TOY_ROWS, write_tsv
@@ -170,7 +170,7 @@ def test_tune_labeller_learns_and_is_reused(tiny_gen, tmp_path):
 def test_embedded_toy_task_needs_more_than_word_overlap():
     """TF-IDF nearest label is far from perfect on the toy abstracts, its top 3 nearly always hold the truth."""
     docs, tax, truth = load_corpus(EMBEDDED_DIR)
-    scores = label_scores(TfidfVectorizer(), docs, tax)                     # (N, L)
+    scores = label_cosines(TfidfVectorizer(), docs, tax)                     # (N, L)
     top = np.argsort(-scores, axis=1, kind="stable")
     true_idx = np.array([tax.index(truth[d.id]) for d in docs])
     assert (top[:, 0] == true_idx).mean() <= 0.85

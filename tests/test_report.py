@@ -128,6 +128,18 @@ def test_on_the_toy_data_the_report_says_the_book_does_not_compare(run_dir):
     assert BOOK["rnn_lm"]["val_perplexity"][0] == "72.41" and BOOK["decoder_lm"]["val_perplexity"][0] == "55.19"
 
 
+@pytest.mark.parametrize("given, shown", [
+    ({}, "base model: the small GPT-2s trained in this run"),
+    ({"model": "/w/qwen", "gpt2": None}, "base model: `/w/qwen`"),                # --model (or its alias --gpt2)
+    ({"model": None, "gpt2": "/w/gpt2"}, "base model: `/w/gpt2`"),               # a run made before the alias
+])
+def test_the_report_names_the_base_model_the_run_was_given(run_dir, given, shown):
+    s = json.loads((run_dir / "summary.json").read_text())
+    atomic_write_json(run_dir / "summary.json", {**s, **given})
+    facts = write_report(run_dir, pictures=False).path.read_text().splitlines()[2]
+    assert shown in facts and facts.count("base model") == 1
+
+
 def test_without_matplotlib_the_report_says_how_and_links_nothing(run_dir, monkeypatch):
     (run_dir / "plots").mkdir()
     (run_dir / "plots" / "old.png").write_bytes(PNG)

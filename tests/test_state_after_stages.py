@@ -3,7 +3,7 @@ quiet flag, environment variables, random states.
 
 The autouse fixture `restore_global_state` (tests/conftest.py) puts them back after every test;
 `run_stage` and `run_all.main` put back what they change themselves (threads, quiet, signal
-handlers) for callers outside the tests. This file sorts after the stage tests (test_classic,
+handlers) for callers outside the tests. This file sorts after the stage tests (test_baselines,
 test_finetune_stages, test_grpo, test_labeling_stage, test_run_all, ...), so its last test sees
 the state those left behind.
 """

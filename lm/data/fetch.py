@@ -135,15 +135,6 @@ def fetch_url(url: str, dest: str | os.PathLike, sha256: str | None = None,
     return actual
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------------------------
 # The manifest: digests recorded at the first download (trust on first use)
 # --------------------------------------------------------------------------------------------

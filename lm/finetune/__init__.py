@@ -1,6 +1,6 @@
 """Layer 4, fine-tuning (book 5.3-5.6): classifying emotions five ways, LoRA, instruction tuning.
 
-- `classic.py`: the baselines of 5.3: `BagOfWords` + `LogisticRegression` (scikit-learn's pair,
+- `baselines.py`: the baselines of 5.3: `BagOfWords` + `LogisticRegression` (scikit-learn's pair,
   rebuilt) and the book's `CNNClassifier`;
 - `lbfgs.py`: the full-batch L-BFGS minimiser the logistic regression is fitted with;
 - `cnn_data.py`: the CNN's data: the book's whitespace tokeniser, examples and loss for the engine;

@@ -29,10 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lm.errors import ConfigError
-from lm.models.auto import CAUSAL_LM, CLASSIFIER, context_length, model_type
+from lm.models.auto import context_length, family
 from lm.models.gpt2 import GPT2Config, GPT2ForSequenceClassification
-
-BODY = {"gpt2": "transformer", "qwen2": "model"}   # model_type -> the decoder both heads sit on
 
 
 def with_labels(config: GPT2Config, labels: Sequence[str], pad_token_id: int | None) -> GPT2Config:
@@ -51,12 +49,13 @@ def with_labels(config: GPT2Config, labels: Sequence[str], pad_token_id: int | N
 def classifier_from_lm(folder: str | os.PathLike, labels: Sequence[str], pad_token_id: int | None = None,
                        device: str | torch.device = "cpu") -> GPT2ForSequenceClassification:
     """A GPT-2 or Qwen2 language model folder -> a classifier with the same decoder and a new
-    `score` head, N(0, initializer_range) as the reference library initialises it."""
-    kind = model_type(folder)
-    lm = CAUSAL_LM[kind].from_pretrained(folder, device=device)
+    `score` head, N(0, initializer_range) as the reference library initialises it. The decoder
+    moves over as the family's `body` (`lm.models.auto.FAMILIES`)."""
+    fam = family(folder)
+    lm = fam.causal_lm.from_pretrained(folder, device=device)
     pad = pad_token_id if pad_token_id is not None else lm.config.eos_token_id
-    model = CLASSIFIER[kind](with_labels(lm.config, labels, pad)).to(device)
-    getattr(model, BODY[kind]).load_state_dict(getattr(lm, BODY[kind]).state_dict())
+    model = fam.classifier(with_labels(lm.config, labels, pad)).to(device)
+    getattr(model, fam.body).load_state_dict(getattr(lm, fam.body).state_dict())
     nn.init.normal_(model.score.weight, 0.0, model.config.initializer_range)
     return model
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lm.errors import ConfigError
-from lm.finetune.classic import checked_texts
+from lm.finetune.baselines import checked_texts
 from lm.finetune.word_vectors import WordVectors
 
 

@@ -26,7 +26,7 @@ from lm.finetune.classifier import ClassificationExamples, classification_loss, 
 from lm.finetune.epochs import train_by_epoch
 from lm.finetune.sft import (EMOTION_TEMPLATE, SFTExamples, completion_loss, emotion_pair, generate_completions,
                              normalize)
-from lm.models.auto import context_length
+from lm.models.auto import context_length, model_type
 from lm.models.gpt2 import GPT2ForSequenceClassification
 from lm.training.engine import TrainConfig
 
@@ -79,10 +79,10 @@ def label_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence
 
 
 def describe_base(folder: str | os.PathLike, given: str | None, flag: str = "--gpt2") -> str:
-    """Where the base weights came from, for every metric's `base_model` (`given`: the `flag`'s value)."""
+    """Where the base weights came from, for every metric's `base_model` (`given`: the `flag`'s value;
+    a `--model` folder is named by its family, config.json's model_type)."""
     if given and flag == "--model":
-        kind = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("model_type")
-        return f"{kind} weights from --model {given}"
+        return f"{model_type(folder)} weights from --model {given}"
     if given:
         return f"GPT-2 weights from --gpt2 {given}"
     cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))

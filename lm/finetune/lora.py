@@ -44,9 +44,7 @@ from lm.errors import CheckpointError, ConfigError
 from lm.finetune.lora_layers import (MAX_SCALING, LoRAConfig, LoRAEmbedding, LoRALayer, LoRALinear, LoRAPlan, _apply,
                                      add_lora, check_lora_fits, count_parameters, hf_name, lora_layers, merge,
                                      merge_and_unload, plan_lora, saved_modules, unmerge, untie_output_layer)
-from lm.models.auto import load_causal_lm, load_sequence_classifier, model_type
-from lm.models.gpt2 import GPT2, GPT2Base, GPT2ForSequenceClassification
-from lm.models.qwen2 import Qwen2, Qwen2ForSequenceClassification
+from lm.models.auto import family, family_of, load_causal_lm, load_sequence_classifier, model_type
 from lm.utils import atomic_write_json, show
 
 CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
@@ -87,17 +85,19 @@ def adapter_shapes(model: nn.Module, plan: LoRAPlan) -> dict[str, torch.Size]:
 
 
 def _is_conv1d_model(model: nn.Module) -> bool:
-    return isinstance(model, (GPT2, GPT2ForSequenceClassification, GPT2Base))
+    """Does the model's family store linear weights as Conv1D (PEFT's `fan_in_fan_out`)?"""
+    fam = family_of(model)
+    return fam is not None and fam.conv1d
 
 
 def default_target_modules(model: nn.Module) -> list[str]:
-    """PEFT's default LoRA targets for the model's family: GPT-2's fused attention input `c_attn`
-    (the book's setting), Qwen2's query and value projections `q_proj`, `v_proj`."""
-    if _is_conv1d_model(model):
-        return ["c_attn"]
-    if isinstance(model, (Qwen2, Qwen2ForSequenceClassification)):
-        return ["q_proj", "v_proj"]
-    raise ConfigError(f"no default LoRA target modules for {type(model).__name__}; give target_modules")
+    """PEFT's default LoRA targets for the model's family (`lm.models.auto.FAMILIES`): GPT-2's
+    fused attention input `c_attn` (the book's setting), Qwen2's query and value projections
+    `q_proj`, `v_proj`."""
+    fam = family_of(model)
+    if fam is None:
+        raise ConfigError(f"no default LoRA target modules for {type(model).__name__}; give target_modules")
+    return list(fam.lora_targets)
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -309,7 +309,7 @@ def load_adapted(adapter: str | os.PathLike, base: str | os.PathLike | None = No
                  device: str | torch.device = "cpu", merged: bool = False) -> nn.Module:
     """Base model plus adapter in one call: the base folder from `adapter_base`, the kind of model
     from the adapter's task_type (CAUSAL_LM: GPT-2 or Qwen2 as config.json says; SEQ_CLS: the
-    classifier; FEATURE_EXTRACTION: the bare GPT-2), the adapter loaded, and with `merged`,
+    classifier; FEATURE_EXTRACTION: the family's bare decoder, GPT-2's), the adapter loaded, and with `merged`,
     merged into the weights (`merge_and_unload`)."""
     adapter = Path(adapter).expanduser()
     cfg = read_adapter_config(adapter / CONFIG_NAME)
@@ -319,8 +319,8 @@ def load_adapted(adapter: str | os.PathLike, base: str | os.PathLike | None = No
         model = load_causal_lm(folder, dtype=dtype, device=device)
     elif kind == "classifier":
         model = load_sequence_classifier(folder, dtype=dtype, device=device)
-    elif kind == "base" and model_type(folder) == "gpt2":
-        model = GPT2Base.from_pretrained(folder, dtype=dtype, device=device)
+    elif kind == "base" and family(folder).bare is not None:
+        model = family(folder).bare.from_pretrained(folder, dtype=dtype, device=device)
     else:
         raise CheckpointError(adapter / CONFIG_NAME, f"task_type {cfg.task_type!r} on a {model_type(folder)} model "
                                                      "is not implemented here (CAUSAL_LM, SEQ_CLS; FEATURE_EXTRACTION "

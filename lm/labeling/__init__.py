@@ -16,10 +16,10 @@ into "Other", and trains a classifier on the result. Read in this order:
     lm_generate.py  a local LM writing the ID after the book's prompt (retries; compact form for short windows)
     instruct.py     the labelling model: our GPT-2 instruction-tuned on other labelled documents
     hosted.py       any OpenAI-compatible endpoint, standard library only (retries, key kept secret)
-    cache.py        every answer appended to JSONL as it arrives (resume after a crash)
+    answers.py      the answer store: every answer appended to JSONL as it arrives (resume after a crash)
     ensemble.py     majority vote (more than half), coverage, agreement, Cohen's kappa, rare labels -> "Other"
-    pipeline.py     running many labellers over a corpus (batched, threaded, cached, progress)
-    workflow.py     candidates -> answers -> votes -> metrics (the vote vs the best single labeller),
+    ask_all.py      asking many labellers about a corpus (batched, threaded, stored answers skipped, progress)
+    label_corpus.py candidates -> answers -> votes -> metrics (the vote vs the best single labeller),
                     shared by the stage and the CLI
     __main__.py     `python -m lm.labeling`: label any data dir with local and hosted labellers
 

@@ -23,13 +23,14 @@ from pathlib import Path
 from lm.data.download import gpt2_folder
 from lm.data.loaders import resolve_data_dir
 from lm.errors import ConfigError, LMError
-from lm.labeling.cache import AnswerCache
-from lm.labeling.candidates import label_scores
+from lm.labeling.answers import AnswerCache
+from lm.labeling.candidates import label_cosines
 from lm.labeling.documents import load_corpus
 from lm.labeling.ensemble import OTHER, fold_rare
 from lm.labeling.hosted import ChatClient, EndpointConfig, HostedLabeller, key_from_env
+from lm.labeling.label_corpus import (EMBEDDERS, GPT2_EMBEDDER, LOCAL, NEEDS_MODEL, label_corpus, local_labellers,
+                                     make_embedder)
 from lm.labeling.lm_generate import LMGenerator
-from lm.labeling.workflow import EMBEDDERS, LOCAL, NEEDS_MODEL, label_corpus, local_labellers, make_embedder
 from lm.models.auto import load_causal_lm
 from lm.models.gpt2 import GPT2
 from lm.tokenizers.chat import default_system_from_dir
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         docs, taxonomy, truth = load_corpus(data_dir, a.limit)
         names = [] if a.labellers.strip() == "none" else [n.strip() for n in a.labellers.split(",") if n.strip()]
         model = tok = None
-        if NEEDS_MODEL & set(names) or a.candidates == "gpt2":
+        if NEEDS_MODEL & set(names) or a.candidates == GPT2_EMBEDDER:
             if not a.gpt2:
                 raise ConfigError(f"labellers {sorted(NEEDS_MODEL & set(names)) or ''} / --candidates gpt2 need "
                                   "--gpt2 FOLDER (a Hugging Face GPT-2 folder with its tokenizer)")
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         labellers += hosted_labellers(a, taxonomy)
         out = Path(a.out)
         with AnswerCache(out / "answers.jsonl") as cache:
-            scores = label_scores(make_embedder(a.candidates, model, tok), docs, taxonomy)   # (N, L)
+            scores = label_cosines(make_embedder(a.candidates, model, tok), docs, taxonomy)   # (N, L)
             run = label_corpus(docs, taxonomy, labellers, scores, a.k, cache, truth=truth, min_votes=a.min_votes,
                                quiet=a.quiet)
     except LMError as e:

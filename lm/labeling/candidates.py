@@ -46,7 +46,7 @@ def recall_at_k(top: np.ndarray, truth: np.ndarray) -> float:
     return float((top == truth[:, None]).any(axis=1).mean())
 
 
-def label_scores(embedder, docs: Sequence[Abstract], taxonomy: Taxonomy, fit: bool = True) -> np.ndarray:
+def label_cosines(embedder, docs: Sequence[Abstract], taxonomy: Taxonomy, fit: bool = True) -> np.ndarray:
     """(N, L) cosine of each document with each leaf's label text.
 
     `fit`: first fit the embedder on the documents and label texts (TF-IDF's vocabulary and idf,

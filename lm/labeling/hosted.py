@@ -3,7 +3,7 @@
 The book labels with five models on OpenRouter through the `openai` package (5 s timeout, 3
 attempts per model and record). Here one `ChatClient` talks to one endpoint (OpenRouter, OpenAI,
 a local vLLM or llama.cpp server, ...) with `urllib`, and one `HostedLabeller` per model name
-asks it for IDs with the book's prompt and rules (`lm.labeling.prompt`). The pipeline calls the
+asks it for IDs with the book's prompt and rules (`lm.labeling.prompt`). `ask_all` calls the
 labellers from threads; the client keeps at most `concurrency` requests in flight.
 
     POST {url}/chat/completions   {"model": M, "messages": [{"role": "user", "content": PROMPT}]}

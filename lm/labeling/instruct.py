@@ -35,7 +35,7 @@ import torch
 from lm.data.loaders import Abstract, read_jsonl
 from lm.errors import DataError
 from lm.finetune.sft import SFTExamples
-from lm.labeling.candidates import candidate_lists, label_scores
+from lm.labeling.candidates import candidate_lists, label_cosines
 from lm.labeling.lm_generate import LMGenerator
 from lm.labeling.lm_score import LMScorer
 from lm.labeling.taxonomy import Taxonomy
@@ -103,7 +103,7 @@ def training_candidates(docs: Sequence[Abstract], truth: dict[str, str], taxonom
     """TF-IDF top-k per document, the truth put in place of the last one when missing, shuffled."""
     r = random.Random(seed)
     out = []
-    for d, cands in zip(docs, candidate_lists(label_scores(TfidfVectorizer(), docs, taxonomy), taxonomy, k)):
+    for d, cands in zip(docs, candidate_lists(label_cosines(TfidfVectorizer(), docs, taxonomy), taxonomy, k)):
         if truth[d.id] not in cands:
             cands = cands[:-1] + [truth[d.id]]
         r.shuffle(cands)

@@ -6,8 +6,8 @@ Every labeller, local or hosted, answers one question,
 
 and may answer many at once (`label_many`, which yields `(index, answer)` as answers arrive, so
 the caller can cache each at once). Local models override `label_many` to batch documents
-through the network; network-bound labellers set `threads` and the pipeline calls `label` from
-that many threads (`lm.labeling.pipeline`). `name` identifies the labeller in the answer cache
+through the network; network-bound labellers set `threads` and `ask_all` calls `label` from
+that many threads (`lm.labeling.ask_all`). `name` identifies the labeller in the answer cache
 and in the reports, so two differently configured labellers need two names.
 
 `NearestLabel` needs no language model: it picks the candidate whose label text is closest to
@@ -29,7 +29,7 @@ class Labeller:
     """The interface. Subclasses set `name` and implement `label` (and may batch `label_many`)."""
 
     name: str = "labeller"
-    threads: int = 0   # > 0: blocking on I/O; the pipeline runs `label` in this many threads
+    threads: int = 0   # > 0: blocking on I/O; `ask_all` runs `label` in this many threads
 
     def label(self, document: Abstract, candidates: Sequence[str]) -> str | None:
         raise NotImplementedError

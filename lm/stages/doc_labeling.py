@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm.data.loaders import book_shuffle, book_split, data_file, optional_file
-from lm.labeling.cache import AnswerCache
-from lm.labeling.candidates import label_scores, recall_report
-from lm.finetune.classic import BagOfWords, LogisticRegression
+from lm.labeling.answers import AnswerCache
+from lm.labeling.candidates import label_cosines, recall_report
+from lm.finetune.baselines import BagOfWords, LogisticRegression
 from lm.finetune.classifier import ClassificationExamples, classification_loss, classifier_from_lm, predict
 from lm.finetune.emotion import train_config
 from lm.finetune.epochs import train_by_epoch
@@ -47,7 +47,7 @@ from lm.finetune.metrics import accuracy, confusion
 from lm.labeling.documents import ABSTRACTS, TAXONOMY, document_text, load_corpus
 from lm.labeling.ensemble import OTHER, fold_rare
 from lm.labeling.instruct import INSTRUCT, LabelTuneConfig, load_instruct, tune_labeller
-from lm.labeling.workflow import label_corpus, local_labellers, make_embedder
+from lm.labeling.label_corpus import EMBEDDERS, label_corpus, local_labellers, make_embedder
 from lm.models.gpt2 import GPT2
 from lm.stages import RunConfig, quick_full
 from lm.stages.gpt2_pretrain import pretrained_gpt2
@@ -67,7 +67,7 @@ class Settings:
     max_candidates: int = quick_full(20, 100)         # ... at most (the book's 100)
     candidates: str = "tfidf"                         # embedder that picks the candidates (better recall on the toy data)
     labellers: list = quick_full(["tfidf", "lm_score", "lm_generate"],
-                                 ["tfidf", "lm_score", "lm_generate"])   # local labellers (lm.labeling.workflow)
+                                 ["tfidf", "lm_score", "lm_generate"])   # local labellers (lm.labeling.label_corpus)
     min_votes: int | None = None                      # votes a label needs (None: the book's labellers // 2 + 1)
     score_normalize: str = "sum"                      # lm_score's comparison: sum | mean | pmi (sum: best on the toy data)
     # the labelling model (lm.labeling.instruct), when the data dir has arxiv/instruct.jsonl
@@ -79,7 +79,7 @@ class Settings:
     tune_positions: int | None = None                 # its window, stretched (lm.labeling.instruct.extend_positions; None: the base's)
     test_share: float = 0.25                          # held-out documents (the book: 500 of 20,500; ours more, to measure)
     min_docs: int = 3                                 # fold labels with fewer training documents into "Other" (book: 20 of 17,715)
-    # classifier A: bag of words + logistic regression (lm.finetune.classic)
+    # classifier A: bag of words + logistic regression (lm.finetune.baselines)
     bow_features: int = 10_000                        # most frequent words kept (the book's emotion LR: 10,000)
     lr_C: float = 1.0                                 # inverse L2 strength (scikit-learn's default, the book's)
     # classifier B: GPT-2 with a classification head (lm.finetune.classifier; the book: roberta-base)
@@ -183,8 +183,8 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
 
     # 1. candidates, and both embedders' recall of the truth where it is known
     t0 = time.perf_counter()
-    embedders = {kind: make_embedder(kind, model, tok) for kind in ("tfidf", "gpt2")}
-    scores = {kind: label_scores(emb, docs, taxonomy) for kind, emb in embedders.items()}     # (N, L) each
+    embedders = {kind: make_embedder(kind, model, tok) for kind in EMBEDDERS}
+    scores = {kind: label_cosines(emb, docs, taxonomy) for kind, emb in embedders.items()}     # (N, L) each
     metrics: dict = {"seconds_candidates": round(time.perf_counter() - t0, 2), "base_model": str(folder)}
     if truth is not None:
         ks = sorted({1, k, 10})

@@ -1,6 +1,6 @@
 """Stage emotion_cnn (book 5.3.1, `emotion_classifier_CNN.ipynb`): a convolutional emotion classifier.
 
-The book's `CNNTextClassifier` (`lm.finetune.classic.CNNClassifier`): whitespace tokens -> word
+The book's `CNNTextClassifier` (`lm.finetune.baselines.CNNClassifier`): whitespace tokens -> word
 vectors -> Conv1d(k3)+ReLU -> Conv1d(k3)+ReLU -> flatten -> Linear -> Linear, 100 tokens per
 text, AdamW lr 1e-3 (constant), batch 32, 2 epochs, cross-entropy, trained by the one engine on
 emotion/train.jsonl. Book: 0.8830 after epoch 1, 0.9055 after epoch 2 (its own test split).
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm.data.loaders import data_file, eval_split, load_emotion, optional_file
-from lm.finetune.classic import CNNClassifier, CNNConfig, label_ids
+from lm.finetune.baselines import CNNClassifier, CNNConfig, label_ids
 from lm.finetune.cnn_data import (ClassificationExamples, WordVocab, classification_loss, lookup_words,
                                   predict_classes, vocab_from_vectors)
 from lm.finetune.metrics import accuracy, confusion

@@ -6,7 +6,7 @@ The book's baseline emotion classifier, in its two settings, trained on emotion/
     accuracy_bigram  20,000 unigram+bigram counts    (book: 0.8910 test, 0.9962 train)
 
 both with a multinomial logistic regression, L2, C = 1 (scikit-learn's defaults, fitted here by
-our L-BFGS: `lm.finetune.classic`). `accuracy` is on `eval_split` (test.jsonl when the data dir
+our L-BFGS: `lm.finetune.baselines`). `accuracy` is on `eval_split` (test.jsonl when the data dir
 has one, else valid.jsonl; nothing is chosen on it), `accuracy_valid` always on valid.jsonl.
 The sizes are the book's in --quick and --full alike: the fit takes about a second.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm.data.loaders import data_file, eval_split, load_emotion
-from lm.finetune.classic import BagOfWords, LogisticRegression
+from lm.finetune.baselines import BagOfWords, LogisticRegression
 from lm.finetune.metrics import accuracy, confusion
 from lm.stages import RunConfig
 from lm.utils import say

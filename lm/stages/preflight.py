@@ -19,9 +19,10 @@ anything is trained and returns one line per problem (run_all.py prints them all
 Nothing is written (a hub download aside). On local folders it takes well under a second; the
 slowest part is reading a real GPT-2 tokenizer (about 0.4 s).
 
-A model family is a model class with `read_config(folder)`, `state_from(tensors, path, config)` and
-`from_pretrained(folder)`, and a tokenizer loader `folder -> tokenizer` (with `vocab_size`); one
-entry in `MODEL_FAMILIES` per `model_type` of config.json lets `check_model_folder` take its folders.
+The model families are the table `lm.models.auto.FAMILIES` (`MODEL_FAMILIES` here): a row's
+language model class gives `read_config(folder)` and `state_from(tensors, path, config)`, its
+tokenizer loader `folder -> tokenizer` (with `vocab_size`); one row per `model_type` of
+config.json lets `check_model_folder` take its folders.
 """
 from __future__ import annotations
 
@@ -31,33 +32,21 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 from lm.checkpoints.hf import TOKENIZER_FILES, check_tokenizer_fits, load_folder, read_config
 from lm.data.download import GPT2_FILES, GPT2_NAMES, MODEL_FILES, gpt2_folder, model_folder
 from lm.data.loaders import resolve_data_dir
 from lm.errors import LMError
-from lm.models.gpt2 import GPT2
-from lm.models.qwen2 import Qwen2
+from lm.models.auto import FAMILIES, ModelFamily
 from lm.stages import data_files, load_stage, needs_gpt2, uses_model
-from lm.tokenizers.gpt2 import FILE_NAMES, GPT2Tokenizer
-from lm.tokenizers.hf_json import tokenizer_from_dir
+from lm.tokenizers.gpt2 import FILE_NAMES
 from lm.utils import choose_device
 
 HEAD_BYTES = 64 * 1024   # how much of each data file the pre-flight reads
 
 
-@dataclass(frozen=True)
-class ModelFamily:
-    model: type                               # read_config(folder), state_from(tensors, path, config), from_pretrained
-    tokenizer: Callable                       # folder -> tokenizer with .vocab_size (TokenizerFileError if bad)
-
-
-# config.json's model_type -> how to check (and load) such a folder
-MODEL_FAMILIES: dict[str, ModelFamily] = {
-    "gpt2": ModelFamily(GPT2, GPT2Tokenizer.from_dir),
-    "qwen2": ModelFamily(Qwen2, tokenizer_from_dir),
-}
+# config.json's model_type -> how to check (and load) such a folder: the one table of families
+MODEL_FAMILIES: dict[str, ModelFamily] = FAMILIES
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,14 +151,14 @@ def check_model_folder(folder: str | os.PathLike, flag: str = "--gpt2", families
                             f"(known: {', '.join(map(str, known))})")
         else:
             family = MODEL_FAMILIES[model_type]
-            config = family.model.read_config(folder)
+            config = family.causal_lm.read_config(folder)
     except LMError as e:
         problems.append(f"{flag}: {e}")
         family = family or MODEL_FAMILIES.get(default)       # still check the tokenizer files
     try:
         tensors, path = load_folder(folder, meta=True)       # headers only: names, shapes, dtypes
         if config is not None:
-            family.model.state_from(tensors, path, config)
+            family.causal_lm.state_from(tensors, path, config)
     except LMError as e:
         problems.append(f"{flag}: {e}")
     has_tokenizer = any((folder / name).is_file() for pair in FILE_NAMES for name in pair) or \

@@ -1,4 +1,4 @@
-"""The classic classifiers of 5.3.1: bag of words, logistic regression (L-BFGS), the CNN, and their stages."""
+"""The baseline classifiers of 5.3.1: bag of words, logistic regression (L-BFGS), the CNN, and their stages."""
 import json
 import math
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from lm.data.loaders import EMBEDDED_DIR, load_emotion
 from lm.errors import ConfigError, DataError
-from lm.finetune.classic import (BagOfWords, CNNClassifier, CNNConfig, LogisticRegression, label_ids,
+from lm.finetune.baselines import (BagOfWords, CNNClassifier, CNNConfig, LogisticRegression, label_ids,
                                  multinomial_objective)
 from lm.finetune.cnn_data import (ClassificationExamples, WordVocab, classification_loss, lookup_words,
                                   predict_classes)

@@ -1,4 +1,4 @@
-"""Running a set of labellers over a corpus: cached answers first, the rest asked, each saved at once.
+"""Asking a set of labellers about a corpus: stored answers first, the rest asked, each saved at once.
 
     answers = ask_all(labellers, docs, candidates, cache)    # {labeller: {doc id: qcode or None}}
 
@@ -18,7 +18,7 @@ from typing import Sequence
 
 from lm.data.loaders import Abstract
 from lm.errors import ConfigError
-from lm.labeling.cache import AnswerCache
+from lm.labeling.answers import AnswerCache
 from lm.labeling.labeller import Labeller
 from lm.utils import Progress
 

@@ -1,4 +1,4 @@
-"""Classic text classifiers (book 5.3.1 and 5.3.2's baselines): bag of words + logistic regression, and a CNN.
+"""The baseline text classifiers (book 5.3.1 and 5.3.2's baselines): bag of words + logistic regression, and a CNN.
 
 Before fine-tuning a language model to classify emotions, the book sets two baselines:
 

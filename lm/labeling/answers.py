@@ -1,4 +1,4 @@
-"""The answer cache: every labeller's answer on disk as soon as it arrives, so a run can resume.
+"""The answer store: every labeller's answer on disk as soon as it arrives, so a run can resume.
 
 Labelling 20,000 documents with five hosted models takes hours and costs money (the book: about
 $100); a crash, a closed laptop or a Ctrl-C must not lose what was paid for. Each answer is one

@@ -1,13 +1,13 @@
 """The book's labelling workflow end to end, shared by the stage and the command line.
 
     docs, taxonomy, truth = load_corpus(data_dir)
-    scores = label_scores(TfidfVectorizer(), docs, taxonomy)       # (N, L) cosines
+    scores = label_cosines(TfidfVectorizer(), docs, taxonomy)       # (N, L) cosines
     run = label_corpus(docs, taxonomy, labellers, scores, k, cache, truth=truth)
     run.labels        # {doc id: majority qcode or None}
     run.metrics       # coverage, agreement, kappa, per-labeller coverage (+ accuracy on toy data)
 
 1. candidates: the embedder (TF-IDF or GPT-2) keeps the k closest leaves per document;
-2. every labeller answers every document (cached, resumable: `lm.labeling.pipeline.ask_all`);
+2. every labeller answers every document (cached, resumable: `lm.labeling.ask_all.ask_all`);
 3. a document's label is the majority answer with at least `min_votes` votes (default the book's
    n // 2 + 1), else None.
 
@@ -27,7 +27,8 @@ import numpy as np
 
 from lm.data.loaders import Abstract
 from lm.errors import ConfigError
-from lm.labeling.cache import AnswerCache
+from lm.labeling.answers import AnswerCache
+from lm.labeling.ask_all import ask_all
 from lm.labeling.candidates import candidate_lists, recall_report
 from lm.labeling.documents import document_text
 from lm.labeling.embeddings import GPT2Embedder
@@ -35,20 +36,21 @@ from lm.labeling.ensemble import agreement_report, book_min_votes, vote_all
 from lm.labeling.labeller import Labeller, NearestLabel
 from lm.labeling.lm_generate import LMGenerator
 from lm.labeling.lm_score import LMScorer
-from lm.labeling.pipeline import ask_all
 from lm.labeling.taxonomy import Taxonomy
 from lm.labeling.tfidf import TfidfVectorizer
+from lm.models.auto import GPT2_FAMILY
 
 LOCAL = ("tfidf", "gpt2_embed", "lm_score", "lm_generate")
 NEEDS_MODEL = {"gpt2_embed", "lm_score", "lm_generate"}
-EMBEDDERS = ("tfidf", "gpt2")
+GPT2_EMBEDDER = GPT2_FAMILY.model_type   # the GPT-2 embedder is named after its family (--candidates, metric keys)
+EMBEDDERS = ("tfidf", GPT2_EMBEDDER)
 
 
 def make_embedder(kind: str, model=None, tokenizer=None):
-    """A fresh (unfitted) embedder: "tfidf" or "gpt2" (centered mean-pooled states of `model`)."""
+    """A fresh (unfitted) embedder: "tfidf" or GPT2_EMBEDDER (centered mean-pooled states of `model`)."""
     if kind == "tfidf":
         return TfidfVectorizer()
-    if kind == "gpt2":
+    if kind == GPT2_EMBEDDER:
         if model is None:
             raise ConfigError("the gpt2 embedder needs a GPT-2 model (--gpt2 FOLDER)")
         return GPT2Embedder(model, tokenizer, center=True)
@@ -62,7 +64,7 @@ def local_labellers(names: Sequence[str], taxonomy: Taxonomy, docs: Sequence[Abs
 
     `instruct_model`: the model lm_score and lm_generate ask (the instruction-tuned labelling
     model, `lm.labeling.instruct`, with `tokenizer`); default `model`.
-    The nearest-label labellers use `embedders["tfidf"]` / `embedders["gpt2"]` when given (already
+    The nearest-label labellers use `embedders["tfidf"]` / `embedders[GPT2_EMBEDDER]` when given (already
     fitted, e.g. those that picked the candidates), else new ones fitted on `docs` + label texts.
     """
     unknown = [n for n in names if n not in LOCAL]
@@ -75,7 +77,7 @@ def local_labellers(names: Sequence[str], taxonomy: Taxonomy, docs: Sequence[Abs
     out: list[Labeller] = []
     for name in names:
         if name in ("tfidf", "gpt2_embed"):
-            kind = "tfidf" if name == "tfidf" else "gpt2"
+            kind = "tfidf" if name == "tfidf" else GPT2_EMBEDDER
             emb = (embedders or {}).get(kind) or make_embedder(kind, model, tokenizer).fit(texts)
             out.append(NearestLabel(emb, taxonomy, name))
         elif name == "lm_score":
@@ -97,7 +99,7 @@ class LabelRun:
 def label_corpus(docs: Sequence[Abstract], taxonomy: Taxonomy, labellers: Sequence[Labeller], scores: np.ndarray,
                  k: int, cache: AnswerCache, truth: dict[str, str] | None = None, min_votes: int | None = None,
                  quiet: bool | None = None) -> LabelRun:
-    """Candidates (the k best leaves by `scores`, (N, L) from `label_scores`), answers, votes, metrics.
+    """Candidates (the k best leaves by `scores`, (N, L) from `label_cosines`), answers, votes, metrics.
 
     metrics: `coverage` (share of documents with a majority label), `agreement` and `kappa`
     (mean over labeller pairs), `labellers` ({name: {coverage[, accuracy_vs_truth]}}), `pairs`,
