@@ -16,7 +16,7 @@ LAYERS = {
     "lm.tokenizers": 1,
     "lm.ngram": 2, "lm.models": 2, "lm.checkpoints": 2,
     "lm.training": 3, "lm.inference": 3,
-    "lm.finetune": 4, "lm.rl": 4, "lm.labeling": 4,
+    "lm.finetune": 4, "lm.rl": 4, "lm.labeling": 4, "lm.pretraining": 4,
     "lm.stages": 5, "lm.report": 6, "lm.plots": 6, "lm.chat": 6, "lm.serve": 6,
 }
 # Imports allowed inside functions: optional dependencies only.

@@ -13,7 +13,7 @@ from lm.errors import ConfigError
 from lm.data.loaders import iter_lines
 from lm.training.batches import IGNORE_INDEX, PackedExamples, SentenceExamples, as_examples, encode_lines
 from lm.training.corpus import mask_digits
-from lm.training.pretrain import BOOK_CONTEXTS, book_samples, train_language_model
+from lm.pretraining.pretrain import BOOK_CONTEXTS, book_samples, train_language_model
 from lm.training.engine import (TrainConfig, evaluate, iter_batches, load_checkpoint, lm_loss, lr_at, make_optimizer, save_checkpoint, train)
 from lm.models.transformer import DecoderConfig, DecoderLanguageModel
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lm.stages import RunConfig, quick_full
 from lm.training.engine import TrainConfig
-from lm.training.pretrain import train_language_model
+from lm.pretraining.pretrain import train_language_model
 
 KEY_METRICS = ["val_perplexity", "tokens", "tokens_per_s"]
 DATA_FILES = ["news/train.txt", "news/valid.txt"]

@@ -3,6 +3,8 @@
 - `engine.py`: `train` and `TrainConfig`: AdamW, warm-up + cosine, clipping, accumulation,
   evaluation, atomic checkpoints and exact resume;
 - `batches.py`: token data -> examples -> padded batches (`SentenceExamples`, `PackedExamples`);
-- `corpus.py`: a data dir's news corpus -> tokenizer -> examples;
-- `pretrain.py`: language models from scratch: the chapter 3 RNN, the chapter 4 decoder, a small GPT-2.
+- `corpus.py`: a data dir's news corpus -> tokenizer -> examples.
+
+Pretraining language models with it (the book's RNN, decoder and a small GPT-2) is an application,
+one layer up: `lm.pretraining`.
 """
