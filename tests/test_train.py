@@ -12,7 +12,7 @@ import torch
 from lm.errors import ConfigError
 from lm.data.loaders import iter_lines
 from lm.training.batches import IGNORE_INDEX, PackedExamples, SentenceExamples, as_examples, encode_lines
-from lm.training.corpus import mask_digits
+from lm.pretraining.corpus import mask_digits
 from lm.pretraining.pretrain import BOOK_CONTEXTS, book_samples, train_language_model
 from lm.training.engine import (TrainConfig, evaluate, iter_batches, load_checkpoint, lm_loss, lr_at, make_optimizer, save_checkpoint, train)
 from lm.models.transformer import DecoderConfig, DecoderLanguageModel

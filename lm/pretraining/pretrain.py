@@ -24,15 +24,14 @@ from typing import Sequence
 
 import torch
 
-from lm.data.loaders import data_file, iter_lines
 from lm.errors import ConfigError, LMError
 from lm.inference.generate import generate
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.models.rnn import RecurrentLanguageModel, RNNConfig
 from lm.models.transformer import DecoderConfig, DecoderLanguageModel
+from lm.pretraining.corpus import load_lm_corpus, read_news
 from lm.tokenizers.gpt2 import GPT2Tokenizer
 from lm.training.batches import PackedExamples, encode_lines
-from lm.training.corpus import load_lm_corpus
 from lm.training.engine import TrainConfig, evaluate, iter_batches, train
 from lm.utils import atomic_write_json, choose_device, say, seed_everything, write_summary
 
@@ -122,12 +121,6 @@ class GPT2PretrainConfig:
     lr: float = 2e-3                   # peak learning rate
 
 
-def read_news(data_dir, train_lines: int | None, valid_lines: int | None) -> tuple[list[str], list[str]]:
-    """The first `train_lines` / `valid_lines` sentences of news/train.txt and news/valid.txt."""
-    return (list(iter_lines(data_file(data_dir, "news/train.txt"), max_lines=train_lines)),
-            list(iter_lines(data_file(data_dir, "news/valid.txt"), max_lines=valid_lines)))
-
-
 def pretrain_gpt2(data_dir, folder: Path, cfg: GPT2PretrainConfig, seed: int = 0, device: str | None = None,
                   work_dir: Path | None = None, extra_texts: Sequence[str] = ()) -> dict:
     """Train a byte-level BPE and a small GPT-2 on the news corpus (plus `extra_texts`, each one
@@ -158,7 +151,7 @@ def pretrain_gpt2(data_dir, folder: Path, cfg: GPT2PretrainConfig, seed: int = 0
                        max_steps=cfg.steps, max_tokens=cfg.max_tokens, eval_batches=cfg.eval_batches,
                        eval_interval=cfg.eval_interval, checkpoint_interval=cfg.checkpoint_interval,
                        device=device, seed=seed)
-    m = train(model, PackedExamples(tr_ids, cfg.context), val, tcfg, work_dir, desc="gpt2")
+    m = train(model, PackedExamples(tr_ids, cfg.context), val, tcfg, work_dir, desc="gpt2_pretrain")
 
     # Save in the Hugging Face layout, load back, and insist on identical logits.
     model.eval()

@@ -31,7 +31,8 @@ from lm.models.gpt2 import GPT2
 from lm.rl.tasks import split_problems
 from lm.stages import RunConfig, quick_full, settings_for
 from lm.tokenizers.gpt2 import GPT2Tokenizer
-from lm.pretraining.pretrain import BOOK_CONTEXTS, GPT2PretrainConfig, evaluate_gpt2, pretrain_gpt2, read_news
+from lm.pretraining.corpus import read_news
+from lm.pretraining.pretrain import BOOK_CONTEXTS, GPT2PretrainConfig, evaluate_gpt2, pretrain_gpt2
 from lm.utils import choose_device, say, seed_everything
 
 KEY_METRICS = ["val_perplexity", "parameters", "reload_identical"]
