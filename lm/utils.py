@@ -138,7 +138,7 @@ def write_summary(out_dir: str | os.PathLike, summary: dict) -> Path:
     """Write `out_dir/summary.json` atomically: the one place a summary is written.
 
     run_all.py calls it for the run (all stages) and for each stage's folder; command lines
-    (`python -m lm.training.pretrain`, ...) call it for theirs. Returns the path.
+    (`python -m lm.pretraining`, ...) call it for theirs. Returns the path.
     """
     path = Path(out_dir) / SUMMARY_NAME
     atomic_write_json(path, summary)

@@ -1,7 +1,7 @@
 """Stage gpt2_pretrain (chapter 5): a small GPT-2 trained here, so chapter 5 needs no download.
 
 1. `pretrained_gpt2` trains a byte-level BPE (GPT-2's tokenizer algorithm) and a small GPT-2 on
-   the data dir's news corpus (`lm.training.pretrain.pretrain_gpt2`), saves them as a Hugging Face
+   the data dir's news corpus (`lm.pretraining.pretrain.pretrain_gpt2`), saves them as a Hugging Face
    folder, loads it back and checks the logits are bit-identical;
 2. this stage measures the model's validation perplexity and continues the book's prompts
    through the one generation path (KV cache): greedy and nucleus sampling.
