@@ -103,7 +103,17 @@ def grpo_parser():
     return build_parser(), ["--model", "m", "--data-dir", "d", "--out", "o"]
 
 
-PARSERS = {"lm.rl.grpo": grpo_parser}
+def pretraining_parser():
+    from lm.pretraining.__main__ import build_parser
+    return build_parser(), ["--model", "rnn", "--data-dir", "d", "--out", "o"]
+
+
+def labeling_parser():
+    from lm.labeling.__main__ import build_parser
+    return build_parser(), ["--out", "o"]
+
+
+PARSERS = {"lm.rl.grpo": grpo_parser, "lm.pretraining": pretraining_parser, "lm.labeling": labeling_parser}
 
 
 @pytest.mark.parametrize("name", PARSERS)
@@ -121,3 +131,18 @@ def test_a_bad_number_exits_2_with_the_flag_named(name, capsys):
         parser.parse_args(required + [flag, "1.5x"])
     assert e.value.code == 2 and f"argument {flag}: invalid int" in capsys.readouterr().err
 
+
+def test_the_command_lines_defaults_are_their_dataclasses_defaults():
+    """Nothing given: each dataclass comes back as its defaults (GRPO's four: tests/test_grpo.py)."""
+    from lm.labeling.hosted import EndpointConfig
+    from lm.pretraining.__main__ import TrainFlags
+    from lm.pretraining.pretrain import NewsLMConfig
+    parser, required = pretraining_parser()
+    a = parser.parse_args(required)
+    assert dataclass_from_args(NewsLMConfig, a) == NewsLMConfig()
+    assert dataclass_from_args(TrainFlags, a) == TrainFlags()
+    parser, required = labeling_parser()
+    a = parser.parse_args(required)
+    assert dataclass_from_args(EndpointConfig, a, url="u") == EndpointConfig("u")
+    a = parser.parse_args(required + ["--url", "http://x/v1", "--timeout", "2", "--retries", "0", "--max-wait", "3"])
+    assert dataclass_from_args(EndpointConfig, a) == EndpointConfig("http://x/v1", timeout=2.0, retries=0, max_wait=3.0)
