@@ -144,5 +144,7 @@ def test_the_command_lines_defaults_are_their_dataclasses_defaults():
     parser, required = labeling_parser()
     a = parser.parse_args(required)
     assert dataclass_from_args(EndpointConfig, a, url="u") == EndpointConfig("u")
-    a = parser.parse_args(required + ["--url", "http://x/v1", "--timeout", "2", "--retries", "0", "--max-wait", "3"])
-    assert dataclass_from_args(EndpointConfig, a) == EndpointConfig("http://x/v1", timeout=2.0, retries=0, max_wait=3.0)
+    a = parser.parse_args(required + ["--url", "http://x/v1", "--timeout", "2", "--retries", "0", "--backoff", "0.5",
+                                      "--concurrency", "3", "--max-wait", "9"])
+    assert dataclass_from_args(EndpointConfig, a) == EndpointConfig("http://x/v1", timeout=2.0, retries=0, backoff=0.5,
+                                                                    concurrency=3, max_wait=9.0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from lm.errors import ConfigError
 from lm.pretraining.__main__ import TrainFlags, build_parser, main
 from lm.pretraining.corpus import TOKENIZERS, load_lm_corpus
-from lm.pretraining.pretrain import NewsLMConfig, build_lm, train_language_model
+from lm.pretraining.pretrain import BOOK_CONTEXTS, NewsLMConfig, build_lm, train_language_model
 from lm.training.engine import TrainConfig
 
 REQUIRED = ["--model", "rnn", "--data-dir", "d", "--out", "o"]
@@ -25,6 +26,15 @@ def tiny_news(root):
     (news / "train.txt").write_text("\n".join(lines[:260]) + "\n", encoding="utf-8")
     (news / "valid.txt").write_text("\n".join(lines[260:]) + "\n", encoding="utf-8")
     return root
+
+
+def test_news_lm_end_to_end_on_a_tiny_corpus(tmp_path):
+    cfg = TrainConfig(max_steps=5, batch_size=16, context=12, device="cpu")
+    m = train_language_model("rnn", tiny_news(tmp_path / "data"), tmp_path / "out", cfg, vocab_size=60, emb_dim=16)
+    assert m["steps"] == 5 and math.isfinite(m["val_perplexity"]) and m["val_perplexity"] > 1
+    assert sorted(m["samples"]) == sorted(BOOK_CONTEXTS)
+    assert m["samples"]["New York"].startswith("New York")
+    assert (tmp_path / "out" / "checkpoint.pt").is_file()
 
 
 def test_the_default_flags_are_the_books_full_run():

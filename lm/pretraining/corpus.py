@@ -57,9 +57,9 @@ def load_lm_corpus(data_dir: str | os.PathLike, context: int, tokenizer: str = B
                    max_valid_lines: int | None = None, packed: bool = False, tokenizer_dir: str | None = None):
     """Read `news/train.txt` and `news/valid.txt`, build a tokenizer, return examples.
 
-    tokenizer (one of TOKENIZERS): "bpe" trains the book's BPE (lm.tokenizers.bpe) on the training
-    split's words with `vocab_size`; "gpt2" loads GPT-2's tokenizer from `tokenizer_dir`
-    (vocab.json + merges.txt).
+    tokenizer (one of TOKENIZERS): `BPETokenizer.NAME` trains the book's BPE (lm.tokenizers.bpe) on
+    the training split's words with `vocab_size`; `GPT2Tokenizer.NAME` loads GPT-2's tokenizer from
+    `tokenizer_dir` (vocab.json + merges.txt).
     Every sentence ends with an end-of-sentence token so a model learns where sentences stop.
     Returns `(tokenizer, train_examples, valid_examples)`; `tokenizer.vocab_size` sizes the model.
     """
