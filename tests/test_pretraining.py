@@ -7,11 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from lm.errors import ConfigError
+from lm.errors import ConfigError, LMError
+from lm.models.gpt2 import GPT2
 from lm.pretraining.__main__ import TrainFlags, build_parser, main
 from lm.pretraining.corpus import TOKENIZERS, load_lm_corpus
-from lm.pretraining.pretrain import BOOK_CONTEXTS, NewsLMConfig, build_lm, train_language_model
+from lm.pretraining.pretrain import (BOOK_CONTEXTS, GPT2PretrainConfig, NewsLMConfig, build_lm, save_and_check,
+                                     train_language_model)
+from lm.training.batches import PackedExamples, encode_lines
 from lm.training.engine import TrainConfig
+
+from conftest import tiny_gpt2
 
 REQUIRED = ["--model", "rnn", "--data-dir", "d", "--out", "o"]
 
@@ -100,3 +105,24 @@ def test_the_corpus_tokenizers_are_named_by_the_tokenizer_classes(tmp_path):
     assert TOKENIZERS == ("bpe", "gpt2")
     with pytest.raises(ConfigError, match="one of 'bpe', 'gpt2', got 'wordpiece'"):
         load_lm_corpus(tiny_news(tmp_path), 12, "wordpiece")
+
+
+def test_the_small_gpt2s_engine_settings():
+    """Oracle: the TrainConfig pretrain_gpt2 built inline before GPT2PretrainConfig.train_config."""
+    c = GPT2PretrainConfig(steps=None, max_tokens=9000, eval_batches=None)
+    assert c.train_config(3, "cpu") == TrainConfig(lr=2e-3, warmup_steps=20, batch_size=32, context=64, max_steps=None,
+                                                   max_tokens=9000, eval_batches=None, eval_interval=0,
+                                                   checkpoint_interval=0, device="cpu", seed=3)
+
+
+def test_save_and_check_saves_a_folder_that_gives_the_same_logits(tmp_path, monkeypatch):
+    lines = ["the president said the market rose", "moscow and new york"] * 20
+    model, tok = tiny_gpt2(lines, 16)
+    ids, _ = encode_lines(lines, tok, tok.eot_id)
+    val = PackedExamples(ids, 8)
+    save_and_check(model, tok, tmp_path / "m", val)
+    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt"} <= {p.name for p in (tmp_path / "m").iterdir()}
+    other = GPT2(model.config)                                         # what a broken save/load would give
+    monkeypatch.setattr(GPT2, "from_pretrained", classmethod(lambda cls, folder, device=None: other))
+    with pytest.raises(LMError, match="logits differ"):
+        save_and_check(model, tok, tmp_path / "m2", val)

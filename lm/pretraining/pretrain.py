@@ -139,6 +139,13 @@ class GPT2PretrainConfig:
     checkpoint_interval: int = 0       # steps between training checkpoints (0: at the end)
     lr: float = 2e-3                   # peak learning rate
 
+    def train_config(self, seed: int, device: str | None) -> TrainConfig:
+        """The engine's settings for this pretraining."""
+        return TrainConfig(lr=self.lr, warmup_steps=self.warmup_steps, batch_size=self.batch, context=self.context,
+                           max_steps=self.steps, max_tokens=self.max_tokens, eval_batches=self.eval_batches,
+                           eval_interval=self.eval_interval, checkpoint_interval=self.checkpoint_interval,
+                           device=device, seed=seed)
+
 
 def pretrain_gpt2(data_dir, folder: Path, cfg: GPT2PretrainConfig, seed: int = 0, device: str | None = None,
                   work_dir: Path | None = None, extra_texts: Sequence[str] = ()) -> dict:
@@ -166,28 +173,30 @@ def pretrain_gpt2(data_dir, folder: Path, cfg: GPT2PretrainConfig, seed: int = 0
                       eos_token_id=tok.eot_id, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
     torch.manual_seed(seed)
     model = GPT2(gcfg)
-    tcfg = TrainConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, batch_size=cfg.batch, context=cfg.context,
-                       max_steps=cfg.steps, max_tokens=cfg.max_tokens, eval_batches=cfg.eval_batches,
-                       eval_interval=cfg.eval_interval, checkpoint_interval=cfg.checkpoint_interval,
-                       device=device, seed=seed)
-    m = train(model, PackedExamples(tr_ids, cfg.context), val, tcfg, work_dir, desc="gpt2_pretrain")
-
-    # Save in the Hugging Face layout, load back, and insist on identical logits.
-    model.eval()
-    model.save_pretrained(folder)
-    tok.save(folder)
-    reloaded = GPT2.from_pretrained(folder, device=next(model.parameters()).device)
-    probe = val.collate(list(range(min(4, len(val)))))["input_ids"].to(next(model.parameters()).device)
-    with torch.no_grad():
-        diff = (reloaded(probe) - model(probe)).abs().max().item()
-    if diff != 0.0:
-        raise LMError(f"{folder}: the reloaded model's logits differ from the trained model's by {diff}")
+    m = train(model, PackedExamples(tr_ids, cfg.context), val, cfg.train_config(seed, device), work_dir,
+              desc="gpt2_pretrain")
+    save_and_check(model, tok, folder, val)
     metrics = {k: m.get(k) for k in ("steps", "tokens", "train_loss", "tokens_per_s", "seconds")}
     metrics.update(reload_identical=True, prep_seconds=round(prep_s, 2), context=cfg.context,
                    parameters=model.num_parameters(), layers=cfg.n_layer, width=cfg.n_embd, vocab_size=tok.vocab_size,
                    pretraining_texts=len(train_lines), task_texts=len(extra_texts))
     atomic_write_json(folder / "pretrain.json", metrics)
     return metrics
+
+
+def save_and_check(model: GPT2, tok: GPT2Tokenizer, folder: Path, val: PackedExamples) -> None:
+    """Save the model and its tokenizer in the Hugging Face layout, load the model back and insist on
+    bit-identical logits on the first validation windows (an LMError naming the folder otherwise)."""
+    model.eval()
+    model.save_pretrained(folder)
+    tok.save(folder)
+    device = next(model.parameters()).device
+    reloaded = GPT2.from_pretrained(folder, device=device)
+    probe = val.collate(list(range(min(4, len(val)))))["input_ids"].to(device)      # (4, context)
+    with torch.no_grad():
+        diff = (reloaded(probe) - model(probe)).abs().max().item()
+    if diff != 0.0:
+        raise LMError(f"{folder}: the reloaded model's logits differ from the trained model's by {diff}")
 
 
 def evaluate_gpt2(model: GPT2, tok: GPT2Tokenizer, valid_lines: list[str], context: int, batch: int,
