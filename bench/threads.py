@@ -19,7 +19,7 @@ import torch
 
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.training.engine import TrainConfig, lm_loss, make_optimizer
-from lm.training.pretrain import build_lm
+from lm.pretraining.pretrain import build_lm
 
 # model -> (builder, batch, context): the --quick sizes of the stages
 MODELS = {

@@ -5,13 +5,9 @@ standard library, numpy and torch.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import inspect
 import json
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -142,7 +138,7 @@ def write_summary(out_dir: str | os.PathLike, summary: dict) -> Path:
     """Write `out_dir/summary.json` atomically: the one place a summary is written.
 
     run_all.py calls it for the run (all stages) and for each stage's folder; command lines
-    (`python -m lm.training.pretrain`, ...) call it for theirs. Returns the path.
+    (`python -m lm.pretraining`, ...) call it for theirs. Returns the path.
     """
     path = Path(out_dir) / SUMMARY_NAME
     atomic_write_json(path, summary)
@@ -316,56 +312,8 @@ class Progress:
 
 
 # --------------------------------------------------------------------------------------------
-# Command lines from config dataclasses
+# Memory
 # --------------------------------------------------------------------------------------------
-
-def field_comments(cls: type) -> dict[str, str]:
-    """The comment after each field of a dataclass's source (`name: type = default  # comment`).
-
-    Our configs document every field with such a comment; command lines reuse it as the flag's
-    help, so a default and its explanation are written once, in the dataclass."""
-    found = {}
-    for line in inspect.getsource(cls).splitlines():
-        m = re.match(r"\s+(\w+)\s*:[^=#]+=[^#]*#\s*(.+)$", line)
-        if m:
-            found[m.group(1)] = m.group(2).strip()
-    return found
-
-
-def add_config_flags(parser, cls: type, prefix: str = "", skip: Iterable[str] = ()) -> None:
-    """A `--prefix-name` flag for every field of dataclass `cls` (default: the field's, help: its
-    comment). Bools take `--x/--no-x`; `int | None` fields also take `none`."""
-    comments, skip = field_comments(cls), set(skip)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + (prefix + f.name).replace("_", "-")
-        kind = str(f.type)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{comments.get(f.name, f.name)} (default: {default})"
-        if kind == "bool":
-            parser.add_argument(flag, dest=prefix + f.name, default=default, action=argparse.BooleanOptionalAction,
-                                help=help_text)
-            continue
-        base = float if kind.startswith("float") else int if kind.startswith("int") else str
-        convert = _optional(base) if "None" in kind else base
-        parser.add_argument(flag, dest=prefix + f.name, type=convert, default=default, metavar=base.__name__.upper(),
-                            help=help_text)
-
-
-def _optional(base: type):
-    """`base`, or None for the text "none" (argparse names the type in its error message)."""
-    def convert(text: str):
-        return None if text.lower() == "none" else base(text)
-    convert.__name__ = base.__name__
-    return convert
-
-
-def config_from_flags(cls: type, args, prefix: str = "", **overrides):
-    """An instance of dataclass `cls` from the flags `add_config_flags` made (fields not there keep their default)."""
-    values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if hasattr(args, prefix + f.name)}
-    return cls(**{**values, **overrides})
-
 
 def saved_tensor_bytes(model: torch.nn.Module, fn) -> tuple[int, Any]:
     """(bytes of every tensor autograd saves while `fn()` runs, shared storage once and the model's

@@ -526,17 +526,17 @@ def test_one_pipeline_for_one_process_and_spawned_ranks(tok, tmp_path):
 def test_the_command_line_defaults_are_the_configs_defaults():
     from lm.rl.experiment import build_parser
     from lm.rl.warmup import EvalConfig, InstructConfig, WarmupConfig
-    from lm.utils import config_from_flags
+    from lm.cli import dataclass_from_args
     a = build_parser().parse_args(["--model", "m", "--data-dir", "d", "--out", "o"])
-    assert config_from_flags(GRPOConfig, a) == GRPOConfig()
-    assert config_from_flags(EvalConfig, a, "eval_") == EvalConfig()
-    assert config_from_flags(InstructConfig, a, "instruct_") == InstructConfig()
-    assert config_from_flags(WarmupConfig, a, "warmup_") == WarmupConfig()
+    assert dataclass_from_args(GRPOConfig, a) == GRPOConfig()
+    assert dataclass_from_args(EvalConfig, a, "eval_") == EvalConfig()
+    assert dataclass_from_args(InstructConfig, a, "instruct_") == InstructConfig()
+    assert dataclass_from_args(WarmupConfig, a, "warmup_") == WarmupConfig()
     a = build_parser().parse_args(["--model", "m", "--data-dir", "d", "--out", "o", "--checkpoint-interval", "7",
                                    "--eval-problems", "9", "--warmup-examples", "none"])
-    assert config_from_flags(GRPOConfig, a).checkpoint_interval == 7
-    assert config_from_flags(EvalConfig, a, "eval_").problems == 9
-    assert config_from_flags(WarmupConfig, a, "warmup_").examples is None
+    assert dataclass_from_args(GRPOConfig, a).checkpoint_interval == 7
+    assert dataclass_from_args(EvalConfig, a, "eval_").problems == 9
+    assert dataclass_from_args(WarmupConfig, a, "warmup_").examples is None
 
 
 @pytest.mark.slow

@@ -12,11 +12,11 @@ LM = Path(__file__).resolve().parents[1] / "lm"
 
 # A package may import its own layer and the layers below (../shared/DESIGN.md).
 LAYERS = {
-    "lm.errors": 0, "lm.utils": 0, "lm.data": 0, "lm.basics": 0,
+    "lm.errors": 0, "lm.utils": 0, "lm.cli": 0, "lm.data": 0, "lm.basics": 0,
     "lm.tokenizers": 1,
     "lm.ngram": 2, "lm.models": 2, "lm.checkpoints": 2,
     "lm.training": 3, "lm.inference": 3,
-    "lm.finetune": 4, "lm.rl": 4, "lm.labeling": 4,
+    "lm.finetune": 4, "lm.rl": 4, "lm.labeling": 4, "lm.pretraining": 4,
     "lm.stages": 5, "lm.report": 6, "lm.plots": 6, "lm.chat": 6, "lm.serve": 6,
 }
 # Imports allowed inside functions: optional dependencies only.

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ import torch
 from lm.errors import ConfigError
 from lm.data.loaders import iter_lines
 from lm.training.batches import IGNORE_INDEX, PackedExamples, SentenceExamples, as_examples, encode_lines
-from lm.training.corpus import mask_digits
-from lm.training.pretrain import BOOK_CONTEXTS, book_samples, train_language_model
+from lm.pretraining.corpus import mask_digits
+from lm.pretraining.pretrain import book_samples
 from lm.training.engine import (TrainConfig, evaluate, iter_batches, load_checkpoint, lm_loss, lr_at, make_optimizer, save_checkpoint, train)
 from lm.models.transformer import DecoderConfig, DecoderLanguageModel
 
@@ -260,19 +259,3 @@ def test_book_samples_greedy_stop_at_eos_and_drop_it():
     texts = book_samples(Fixed(), LowerTok(), eos_id=27)
     assert texts == {"Moscow": "moscowbb", "New York": "new york", "The hurricane": "the hurricane",
                      "The President": "the president"}
-
-
-def test_news_lm_end_to_end_on_a_tiny_corpus(tmp_path):
-    news = tmp_path / "data" / "news"
-    news.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    words = "the president said moscow new york hurricane market shares rose fell in 1987".split()
-    lines = [" ".join(rng.choice(words, size=8)).capitalize() for _ in range(300)]
-    (news / "train.txt").write_text("\n".join(lines[:260]) + "\n", encoding="utf-8")
-    (news / "valid.txt").write_text("\n".join(lines[260:]) + "\n", encoding="utf-8")
-    cfg = TrainConfig(max_steps=5, batch_size=16, context=12, device="cpu")
-    m = train_language_model("rnn", tmp_path / "data", tmp_path / "out", cfg, vocab_size=60, emb_dim=16)
-    assert m["steps"] == 5 and math.isfinite(m["val_perplexity"]) and m["val_perplexity"] > 1
-    assert sorted(m["samples"]) == sorted(BOOK_CONTEXTS)
-    assert m["samples"]["New York"].startswith("New York")
-    assert (Path(tmp_path / "out" / "checkpoint.pt")).is_file()

@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from lm.cli import add_dataclass_flags, dataclass_from_args
 from lm.data.download import gpt2_folder
 from lm.data.loaders import resolve_data_dir
 from lm.errors import ConfigError, LMError
@@ -77,10 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated hosted model names (needs --url), e.g. openai/gpt-4.1-nano")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="NAME of the environment variable holding the endpoint's API key (not the key itself)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per request (the book: 5)")
-    p.add_argument("--retries", type=int, default=4, help="retries of one request after a timeout, 429 or 5xx")
-    p.add_argument("--backoff", type=float, default=1.0, help="first wait between retries in seconds, doubling")
-    p.add_argument("--concurrency", type=int, default=8, help="hosted requests in flight at once")
+    add_dataclass_flags(p, EndpointConfig, skip=("url", "temperature", "max_tokens"))   # --timeout, --retries, ...
     p.add_argument("--attempts", type=int, default=3, help="requests per model and document until a valid ID (the book: 3)")
     p.add_argument("--device", help="cpu, cuda, mps (default: best available)")
     p.add_argument("--seed", type=int, default=0, help="random seed (sampling in lm_generate's retries)")
@@ -95,7 +93,7 @@ def hosted_labellers(a: argparse.Namespace, taxonomy) -> list:
         return []
     if not a.url:
         raise ConfigError("--models needs --url (the endpoint, e.g. https://openrouter.ai/api/v1)")
-    cfg = EndpointConfig(a.url, timeout=a.timeout, retries=a.retries, backoff=a.backoff, concurrency=a.concurrency)
+    cfg = dataclass_from_args(EndpointConfig, a, url=a.url)
     client = ChatClient(cfg, key_from_env(a.api_key_env))
     return [HostedLabeller(client, m.strip(), taxonomy, attempts=a.attempts) for m in a.models.split(",") if m.strip()]
 

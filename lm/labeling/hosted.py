@@ -41,6 +41,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Sequence
 
+from lm.cli import option
 from lm.data.loaders import Abstract
 from lm.errors import ConfigError, LMError
 from lm.labeling.labeller import Labeller
@@ -93,13 +94,13 @@ def key_from_env(var: str | None) -> Secret | None:
 @dataclass
 class EndpointConfig:
     url: str                          # base URL (".../v1") or the full ".../chat/completions" URL
-    timeout: float = 5.0              # seconds per request (the book: 5)
-    retries: int = 4                  # extra tries of one request after a timeout, 429 or 5xx
-    backoff: float = 1.0              # first wait in seconds, doubled after each retry (plus jitter)
-    max_wait: float = 60.0            # cap on one wait, a server's Retry-After included
-    concurrency: int = 8              # requests in flight at once on this endpoint
-    temperature: float | None = None  # sent when set (the book sends none)
-    max_tokens: int | None = None     # sent when set (the book sends none)
+    timeout: float = option(5.0, "seconds per request (the book: 5)")
+    retries: int = option(4, "extra tries of one request after a timeout, 429 or 5xx")
+    backoff: float = option(1.0, "first wait in seconds, doubled after each retry (plus jitter)")
+    max_wait: float = option(60.0, "cap on one wait, a server's Retry-After included")
+    concurrency: int = option(8, "requests in flight at once on this endpoint")
+    temperature: float | None = option(None, "sampling temperature sent with each request (none: not sent, as the book)")
+    max_tokens: int | None = option(None, "reply length cap sent with each request (none: not sent, as the book)")
 
     def validate(self) -> None:
         if self.timeout <= 0 or self.retries < 0 or self.backoff < 0 or self.max_wait < 0 or self.concurrency < 1:

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from lm.cli import add_dataclass_flags, dataclass_from_args
 from lm.data.download import model_folder as model_folder_of
 from lm.errors import ConfigError, LMError
 from lm.models.auto import context_length, load_causal_lm
@@ -29,7 +30,7 @@ from lm.rl.grpo import GRPOConfig, train_grpo
 from lm.rl.tasks import Problem, build_prompt, split_problems
 from lm.rl.warmup import EvalConfig, InstructConfig, WarmupConfig, evaluate, instruction_tune, sft_warmup
 from lm.tokenizers.hf_json import tokenizer_from_dir
-from lm.utils import add_config_flags, atomic_write_json, config_from_flags, seed_everything, write_summary
+from lm.utils import atomic_write_json, seed_everything, write_summary
 
 # --------------------------------------------------------------------------------------------
 # The whole experiment: the starting model, evaluation, GRPO on 1 or N ranks, evaluation
@@ -225,7 +226,7 @@ def what_grpo_changed(m: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags for the files and the phases, then every field of GRPOConfig, EvalConfig (--eval-*),
-    InstructConfig (--instruct-*) and WarmupConfig (--warmup-*), with their defaults and comments."""
+    InstructConfig (--instruct-*) and WarmupConfig (--warmup-*), with their defaults and help (lm.cli)."""
     p = argparse.ArgumentParser(prog="python -m lm.rl.grpo",
                                 description="GRPO on a data dir's GSM8K, with accuracy before and after, as the book's "
                                             "GRPO programs. Data parallel: torchrun --nproc_per_node=N -m lm.rl.grpo "
@@ -242,10 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=int, default=1, help="GRPO processes to start here (under torchrun: ignored)")
     p.add_argument("--resume", action="store_true", help="continue from OUT's starting model and GRPO checkpoint")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    add_config_flags(p, GRPOConfig)
-    add_config_flags(p, EvalConfig, "eval_")
-    add_config_flags(p, InstructConfig, "instruct_")
-    add_config_flags(p, WarmupConfig, "warmup_")
+    add_dataclass_flags(p, GRPOConfig)
+    add_dataclass_flags(p, EvalConfig, "eval_")
+    add_dataclass_flags(p, InstructConfig, "instruct_")
+    add_dataclass_flags(p, WarmupConfig, "warmup_")
     return p
 
 
@@ -253,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     """One process, `--ranks N` processes, or one rank of `torchrun --nproc_per_node=N -m lm.rl.grpo ...`."""
     a = build_parser().parse_args(argv)
     try:
-        cfg = config_from_flags(GRPOConfig, a)
+        cfg = dataclass_from_args(GRPOConfig, a)
         seed_everything(cfg.seed)
-        metrics = run_grpo(model_folder_of(a.model), a.data_dir, a.out, cfg, config_from_flags(EvalConfig, a, "eval_"),
-                           config_from_flags(InstructConfig, a, "instruct_") if a.instruct else None,
-                           config_from_flags(WarmupConfig, a, "warmup_") if a.sft_warmup else None,
+        metrics = run_grpo(model_folder_of(a.model), a.data_dir, a.out, cfg, dataclass_from_args(EvalConfig, a, "eval_"),
+                           dataclass_from_args(InstructConfig, a, "instruct_") if a.instruct else None,
+                           dataclass_from_args(WarmupConfig, a, "warmup_") if a.sft_warmup else None,
                            ranks=a.ranks, device=a.device, resume=a.resume)
     except LMError as e:
         print(f"lm.rl.grpo: error: {e}", file=sys.stderr)

@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from lm.cli import option
 from lm.errors import ConfigError
 from lm.inference.generate import generate, left_pad
 from lm.inference.sampling import SamplingConfig
@@ -54,22 +55,22 @@ CHECKPOINT_NAME = "grpo_checkpoint.pt"
 
 @dataclass
 class GRPOConfig:
-    prompts_per_step: int = 4      # B: prompts per step over all ranks (the book: 4 in GRPO.py, 7 in the DP notebook)
-    group_size: int = 8            # G: completions per prompt, >= 2 (the book: 16 / 12)
-    max_new_tokens: int = 64       # completion length cap (the book: 500 / 400)
-    temperature: float = 1.0       # rollout sampling temperature (the book: 1.0)
-    top_p: float = 1.0             # rollout nucleus sampling (1.0: off, as the book)
-    beta: float = 0.04             # weight of the KL penalty (the book: 0.04)
-    epsilon: float = 0.1           # ratio clip range (the book: 0.1)
-    mu: int = 1                    # optimizer updates per rollout (the book: 1)
-    iterations: int = 1            # outer iterations; each re-copies the reference and the optimizer
-    steps: int = 100               # steps (rollouts) per iteration (the book: 500)
-    lr: float = 5e-6               # AdamW learning rate (the book: 5e-6)
-    weight_decay: float = 0.01     # AdamW weight decay (torch's default, as the book)
-    clip_norm: float = 0.1         # gradient-norm clip (the book: 0.1)
-    micro_batch: int = 0           # rows per forward/backward in an update (0: all at once); same result, less memory
-    checkpoint_interval: int = 0   # steps between checkpoints (0: only at the end)
-    seed: int = 0                  # prompts and sampling seeds derive from (seed, step, rank)
+    prompts_per_step: int = option(4, "B: prompts per step over all ranks (the book: 4 in GRPO.py, 7 in the DP notebook)")
+    group_size: int = option(8, "G: completions per prompt, >= 2 (the book: 16 / 12)")
+    max_new_tokens: int = option(64, "completion length cap (the book: 500 / 400)")
+    temperature: float = option(1.0, "rollout sampling temperature (the book: 1.0)")
+    top_p: float = option(1.0, "rollout nucleus sampling (1.0: off, as the book)")
+    beta: float = option(0.04, "weight of the KL penalty (the book: 0.04)")
+    epsilon: float = option(0.1, "ratio clip range (the book: 0.1)")
+    mu: int = option(1, "optimizer updates per rollout (the book: 1)")
+    iterations: int = option(1, "outer iterations; each re-copies the reference and the optimizer")
+    steps: int = option(100, "steps (rollouts) per iteration (the book: 500)")
+    lr: float = option(5e-6, "AdamW learning rate (the book: 5e-6)")
+    weight_decay: float = option(0.01, "AdamW weight decay (torch's default, as the book)")
+    clip_norm: float = option(0.1, "gradient-norm clip (the book: 0.1)")
+    micro_batch: int = option(0, "rows per forward/backward in an update (0: all at once); same result, less memory")
+    checkpoint_interval: int = option(0, "steps between checkpoints (0: only at the end)")
+    seed: int = option(0, "prompts and sampling seeds derive from (seed, step, rank)")
 
     def validate(self, world: int = 1) -> None:
         for name in ("prompts_per_step", "max_new_tokens", "mu", "iterations", "steps"):

@@ -32,6 +32,7 @@ from typing import Sequence
 
 import torch
 
+from lm.cli import option
 from lm.finetune.sft import SFTExamples
 from lm.inference.generate import generate
 from lm.models.auto import context_length
@@ -46,28 +47,28 @@ TAGS_IN_WORDS = "Show your working between <reasoning> and </reasoning>, then gi
 
 @dataclass
 class InstructConfig:
-    format_rate: float = 0.1       # share of book-prompt examples answered in the tags (the rest: "#### n")
-    reworded_share: float = 0.4    # share of problems asked with TAGS_IN_WORDS instead (always tagged)
-    epochs: float = 5.0            # passes over the training problems
-    batch_size: int = 16           # examples per step
-    lr: float = 2e-3               # peak learning rate (for our small model)
-    warmup_steps: int = 10         # linear warm-up steps
+    format_rate: float = option(0.1, 'share of book-prompt examples answered in the tags (the rest: "#### n")')
+    reworded_share: float = option(0.4, "share of problems asked with TAGS_IN_WORDS instead (always tagged)")
+    epochs: float = option(5.0, "passes over the training problems")
+    batch_size: int = option(16, "examples per step")
+    lr: float = option(2e-3, "peak learning rate (for our small model)")
+    warmup_steps: int = option(10, "linear warm-up steps")
 
 
 @dataclass
 class WarmupConfig:
-    examples: int | None = 500     # training problems used, in order (the book: the first 500 with a CoT file)
-    epochs: float = 1.0            # passes over them (the book: 1)
-    batch_size: int = 2            # examples per step (the book: 2)
-    lr: float = 5e-5               # peak learning rate (the book: 5e-5)
-    warmup_steps: int = 0          # linear warm-up steps (the book: none)
-    train_on_prompt: bool = True   # the book's labels = input_ids: the prompt is trained on too
+    examples: int | None = option(500, "training problems used, in order (the book: the first 500 with a CoT file)")
+    epochs: float = option(1.0, "passes over them (the book: 1)")
+    batch_size: int = option(2, "examples per step (the book: 2)")
+    lr: float = option(5e-5, "peak learning rate (the book: 5e-5)")
+    warmup_steps: int = option(0, "linear warm-up steps (the book: none)")
+    train_on_prompt: bool = option(True, "the book's labels = input_ids: the prompt is trained on too")
 
 
 @dataclass
 class EvalConfig:
-    problems: int = 30             # held-out problems (the book: 30)
-    max_new_tokens: int = 512      # new tokens per greedy answer (the book: 512)
+    problems: int = option(30, "held-out problems (the book: 30)")
+    max_new_tokens: int = option(512, "new tokens per greedy answer (the book: 512)")
 
 
 # --------------------------------------------------------------------------------------------

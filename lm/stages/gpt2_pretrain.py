@@ -1,7 +1,7 @@
 """Stage gpt2_pretrain (chapter 5): a small GPT-2 trained here, so chapter 5 needs no download.
 
 1. `pretrained_gpt2` trains a byte-level BPE (GPT-2's tokenizer algorithm) and a small GPT-2 on
-   the data dir's news corpus (`lm.training.pretrain.pretrain_gpt2`), saves them as a Hugging Face
+   the data dir's news corpus (`lm.pretraining.pretrain.pretrain_gpt2`), saves them as a Hugging Face
    folder, loads it back and checks the logits are bit-identical;
 2. this stage measures the model's validation perplexity and continues the book's prompts
    through the one generation path (KV cache): greedy and nucleus sampling.
@@ -31,7 +31,8 @@ from lm.models.gpt2 import GPT2
 from lm.rl.tasks import split_problems
 from lm.stages import RunConfig, quick_full, settings_for
 from lm.tokenizers.gpt2 import GPT2Tokenizer
-from lm.training.pretrain import BOOK_CONTEXTS, GPT2PretrainConfig, evaluate_gpt2, pretrain_gpt2, read_news
+from lm.pretraining.corpus import read_news
+from lm.pretraining.pretrain import BOOK_CONTEXTS, GPT2PretrainConfig, evaluate_gpt2, pretrain_gpt2
 from lm.utils import choose_device, say, seed_everything
 
 KEY_METRICS = ["val_perplexity", "parameters", "reload_identical"]

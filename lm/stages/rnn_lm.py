@@ -7,7 +7,7 @@ the two perplexities compare directly.
 
 --quick: the first 20,000 sentences, a 2,000-token BPE, 500 steps of 32 sentences (under 0.5 M
 tokens). --full: the whole corpus, an 8,000-token BPE and a 2.4 M-token budget (about one epoch of
-the real news data) = `python -m lm.training.pretrain --model rnn --data-dir DIR`. Small batches
+the real news data) = `python -m lm.pretraining --model rnn --data-dir DIR`. Small batches
 on purpose: the RNN, initialised as the book does (Xavier also on the embedding), sits on a
 unigram plateau for its first few hundred steps; more steps get it past that sooner.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lm.stages import RunConfig, quick_full
 from lm.training.engine import TrainConfig
-from lm.training.pretrain import train_language_model
+from lm.pretraining.pretrain import train_language_model
 
 KEY_METRICS = ["val_perplexity", "tokens", "tokens_per_s"]
 DATA_FILES = ["news/train.txt", "news/valid.txt"]

@@ -142,6 +142,8 @@ class BPETokenizer:
     order they were first made.
     """
 
+    NAME = "bpe"   # what command lines call this tokenizer (python -m lm.pretraining --tokenizer bpe)
+
     def __init__(self, merges: Iterable[Pair], chars: Iterable[str], marker: str = WORD_MARKER):
         self.marker = marker
         self.merges: list[Pair] = [tuple(m) for m in merges]

@@ -109,6 +109,8 @@ class GPT2Tokenizer:
     `pretokenizer`: "gpt2" or "qwen2" (PRETOKENIZERS); `normalizer`: None or "NFC".
     """
 
+    NAME = "gpt2"   # what command lines call this tokenizer (python -m lm.pretraining --tokenizer gpt2)
+
     def __init__(self, encoder: dict[str, int], merges: list[tuple[str, str]],
                  special_tokens: Iterable[str] = (), pretokenizer: str = "gpt2",
                  normalizer: str | None = None):

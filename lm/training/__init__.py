@@ -2,7 +2,8 @@
 
 - `engine.py`: `train` and `TrainConfig`: AdamW, warm-up + cosine, clipping, accumulation,
   evaluation, atomic checkpoints and exact resume;
-- `batches.py`: token data -> examples -> padded batches (`SentenceExamples`, `PackedExamples`);
-- `corpus.py`: a data dir's news corpus -> tokenizer -> examples;
-- `pretrain.py`: language models from scratch: the chapter 3 RNN, the chapter 4 decoder, a small GPT-2.
+- `batches.py`: token data -> examples -> padded batches (`SentenceExamples`, `PackedExamples`).
+
+Pretraining language models with it (the news corpus, the book's RNN and decoder, a small GPT-2)
+is an application, one layer up: `lm.pretraining`.
 """

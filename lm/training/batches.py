@@ -16,7 +16,7 @@ The training engine (`lm.training.engine`) does not care where examples come fro
 Right padding needs no attention mask for a causal model: a real token never looks at the padding
 to its right, and padded positions carry no loss. That keeps the fast causal attention path.
 
-Token ids are kept as compact int32 arrays. `lm/training/corpus.py` turns a data dir's news
+Token ids are kept as compact int32 arrays. `lm/pretraining/corpus.py` turns a data dir's news
 corpus into these examples.
 """
 from __future__ import annotations
