@@ -14,7 +14,7 @@ this against the reference library's gradients, fixture `gpt2_sft_step`).
 Batches are padded on the right to the longest example of the batch (dynamic length), with an
 attention mask of 0 and no loss on the padding. Training is the one engine's loop
 (`lm.training.engine.train` with its default `lm_loss`); evaluation generates greedily through the one
-generation path (`lm.inference.generate`), a batch of prompts at a time, and compares the answer
+completion helper (`lm.inference.complete`), a batch of prompts at a time, and compares the answer
 with the reference after the book's normalisation (strip, lower case, runs of whitespace -> one
 space): exact match.
 
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from lm.errors import ConfigError
-from lm.inference.generate import generate
+from lm.inference.complete import complete
 from lm.models.auto import context_length
 from lm.models.fast_linear import linear
 from lm.training.batches import IGNORE_INDEX
@@ -304,12 +304,11 @@ def fit_prompts(prompts: list[list[int]], room: int | None, overflow: str = "tru
 def generate_completions(model: torch.nn.Module, tokenizer: Tokenizer, prompts: Sequence[str],
                          max_new_tokens: int, *, eos_id: int, stop_strings: Sequence[str] = (),
                          batch_size: int = 64, overflow: str = "truncate") -> list[str]:
-    """Greedy completion of every prompt through the one generation path, `batch_size` at a time.
-
-    Prompts are sorted by length so a batch holds similar lengths (less padding); the answers come
-    back in the prompts' order. Each answer is the new text up to, not including, the first EOS or
-    stop string (the book decodes with skip_special_tokens and its stopping criterion). Ids beyond
-    the tokenizer's vocabulary (Qwen2's embedding has unused padding rows) are never generated.
+    """Greedy completion of every prompt through the one completion helper (`lm.inference.complete`),
+    `batch_size` at a time, longest prompts first (a batch holds similar lengths: less padding); the
+    answers come back in the prompts' order. Each answer is the new text up to, not including, the
+    first EOS or stop string (the book decodes with skip_special_tokens and its stopping criterion).
+    Ids beyond the tokenizer's vocabulary (Qwen2's embedding has unused padding rows) are never generated.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -321,23 +320,6 @@ def generate_completions(model: torch.nn.Module, tokenizer: Tokenizer, prompts: 
                       context - max_new_tokens if context is not None else None, overflow)
     if any(not p for p in ids):
         raise ConfigError("a prompt encodes to no tokens")
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    answers: list[str] = [""] * len(ids)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            out = generate(model, [ids[i] for i in batch], max_new_tokens, stop_token_ids=[eos_id],
-                           stop_strings=stop_strings, decode=tokenizer.decode if stop_strings else None,
-                           pad_token_id=eos_id, vocab_limit=getattr(tokenizer, "vocab_size", None))  # (b, T + new)
-            T = max(len(ids[i]) for i in batch)
-            for i, row in zip(batch, out[:, T:].tolist()):
-                new = row[:row.index(eos_id)] if eos_id in row else row
-                text = tokenizer.decode(new)
-                for s in stop_strings:
-                    text = text.split(s, 1)[0]
-                answers[i] = text
-    finally:
-        model.train(was_training)
-    return answers
+    return complete(model, tokenizer, ids, max_new_tokens, stop_token_ids=[eos_id], stop_strings=stop_strings,
+                    pad_token_id=eos_id, vocab_limit=getattr(tokenizer, "vocab_size", None), batch_size=batch_size,
+                    longest_first=True)
