@@ -11,8 +11,8 @@ the model learns to *answer*, not to write prompts. Which tokens are trained on 
 completion token that happens to equal the pad id is still trained on (tests/test_sft.py checks
 this against the reference library's gradients, fixture `gpt2_sft_step`).
 
-Batches are padded on the right to the longest example of the batch (dynamic length), with an
-attention mask of 0 and no loss on the padding. Training is the one engine's loop
+Batches are padded on the right to the longest example of the batch (dynamic length,
+`lm.training.batches.pad_right`), with an attention mask of 0 and no loss on the padding. Training is the one engine's loop
 (`lm.training.engine.train` with its default `lm_loss`); evaluation generates greedily through the one
 completion helper (`lm.inference.complete`), a batch of prompts at a time, and compares the answer
 with the reference after the book's normalisation (strip, lower case, runs of whitespace -> one
@@ -49,7 +49,7 @@ from lm.errors import ConfigError
 from lm.inference.complete import complete
 from lm.models.auto import context_length
 from lm.models.fast_linear import linear
-from lm.training.batches import IGNORE_INDEX
+from lm.training.batches import IGNORE_INDEX, pad_right
 from lm.training.engine import lm_loss
 
 # 5.3.2: the emotion of a text as a one-word completion (label + EOS, no leading space).
@@ -252,16 +252,12 @@ class SFTExamples:
 
     def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """{"input_ids", "attention_mask", "targets"}, each (B, T), T = longest sequence - 1."""
-        T = max(len(self.seqs[i]) for i in indices) - 1
-        x = torch.full((len(indices), T), self.pad_id, dtype=torch.long)       # (B, T)
-        mask = torch.zeros((len(indices), T), dtype=torch.long)                # (B, T)
-        y = torch.full((len(indices), T), IGNORE_INDEX, dtype=torch.long)      # (B, T)
-        for row, i in enumerate(indices):
-            seq = torch.from_numpy(self.seqs[i])                               # (n,)
-            n, p = len(seq), 1 if self.train_on_prompt else int(self.prompt_lengths[i])
-            x[row, :n - 1] = seq[:-1]
-            mask[row, :n - 1] = 1
-            y[row, p - 1:n - 1] = seq[p:]      # position t predicts token t + 1: the completion's ids
+        seqs = [self.seqs[i] for i in indices]
+        x, mask = pad_right([s[:-1] for s in seqs], self.pad_id)               # (B, T)
+        y, _ = pad_right([s[1:] for s in seqs], IGNORE_INDEX)                  # (B, T): position t predicts t + 1
+        first = (torch.ones(len(seqs), dtype=torch.long) if self.train_on_prompt
+                 else torch.from_numpy(self.prompt_lengths[list(indices)]))    # (B,) first token trained on
+        y[torch.arange(y.shape[1])[None, :] < first[:, None] - 1] = IGNORE_INDEX   # no loss on the prompt
         return {"input_ids": x, "attention_mask": mask, "targets": y}
 
 
