@@ -195,7 +195,8 @@ def generate_text(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max
     one's new text up to and including the token that stopped it (`stops.decode_new`, cut="after").
 
     `tokenizer` needs `encode(str) -> list[int]` and `decode(list[int]) -> str`. For batches,
-    eval mode and other cuts, see `lm.inference.complete`.
+    eval mode and the other cuts, see `lm.inference.complete` (which builds on this module, so this
+    wrapper takes only its cut, from lm/inference/stops.py).
     """
     ids = [tokenizer.encode(p) for p in prompts]
     kwargs.setdefault("decode", tokenizer.decode)
