@@ -13,6 +13,7 @@ from lm.errors import ConfigError
 from lm.finetune import sft
 from lm.finetune.sft import (CHATML_TEMPLATE, IM_END, SFTExamples, emotion_pair, exact_match, fit_pair,
                              generate_completions, instruct_pair, normalize)
+from lm.inference import complete
 from lm.inference.generate import generate
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.training.engine import TrainConfig, lm_loss, train
@@ -188,7 +189,7 @@ def test_generation_cut_keeps_the_end_of_the_question_and_the_emotion_cue(monkey
     def recording_generate(model, prompts, *args, **kwargs):
         seen.extend(prompts)
         return generate(model, prompts, *args, **kwargs)
-    monkeypatch.setattr(sft, "generate", recording_generate)
+    monkeypatch.setattr(complete, "generate", recording_generate)   # the helper SFT evaluation goes through
     with pytest.warns(UserWarning, match="1 of 2 prompts are longer than the 44 tokens"):
         generate_completions(model, tok, [prompt, "short"], 4, eos_id=tok.eos)
     assert len(prompt) > 44 and sorted(tok.decode(p) for p in seen) == sorted([prompt[-44:], "short"])

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_gpt2
 from lm.errors import ConfigError
+from lm.inference.generate import generate
 from lm.data.loaders import iter_lines
 from lm.training.batches import IGNORE_INDEX, PackedExamples, SentenceExamples, as_examples, encode_lines
 from lm.pretraining.corpus import mask_digits
@@ -230,6 +232,41 @@ def test_bad_train_configs():
     with pytest.raises(ConfigError, match="fewer than batch_size"):
         train(tiny_model(), tokens(50), None, TrainConfig(max_steps=1, batch_size=64, context=8), None)
     assert TrainConfig(max_tokens=1000, batch_size=4, context=10).total_steps(10**6) == 25
+
+
+def old_book_samples(model, tokenizer, eos_id, max_new_tokens, contexts):
+    """book_samples as it was before the completion helper (lm/inference/complete.py): the oracle
+    (`contexts`: the book's prompts, BOOK_CONTEXTS)."""
+    was_training = model.training
+    model.eval()
+    ids = [tokenizer.encode(p) for p in contexts]
+    out = generate(model, ids, max_new_tokens, stop_token_ids=[eos_id] if eos_id is not None else [],
+                   pad_token_id=eos_id)
+    model.train(was_training)
+    T = max(len(i) for i in ids)
+    texts = {}
+    for prompt, prompt_ids, row in zip(contexts, ids, out[:, T:].tolist()):
+        new = row[:row.index(eos_id)] if eos_id in row else row
+        texts[prompt] = tokenizer.decode(prompt_ids + new)
+    return texts
+
+
+def test_book_samples_are_what_the_old_body_gave():
+    """Through the completion helper: the same texts as the old body, for a stop token that comes at
+    different steps in different rows, one that never comes, and none; the training mode is restored."""
+    model, tok = tiny_gpt2(["Moscow New York The hurricane The President", "rain fell on the city"], 64)
+    with torch.no_grad():    # large position embeddings: answers that change from step to step
+        model.transformer.wpe.weight.copy_(torch.randn(64, 32, generator=torch.Generator().manual_seed(1)))
+    contexts = list(book_samples(model, tok, None, 12))               # the book's prompts, in order
+    free = old_book_samples(model, tok, None, 12, contexts)
+    ids = [tok.encode(p) for p in contexts]
+    eos = int(generate(model.eval(), ids, 12)[0, -6])                # a token Moscow's answer holds
+    model.train()
+    for eos_id in (eos, tok.eot_id, None):
+        assert book_samples(model, tok, eos_id, 12) == old_book_samples(model, tok, eos_id, 12, contexts)
+        assert model.training
+    cut = book_samples(model, tok, eos, 12)
+    assert sum(len(cut[p]) < len(free[p]) for p in contexts) >= 2   # the stop cut several rows
 
 
 def test_book_samples_greedy_stop_at_eos_and_drop_it():

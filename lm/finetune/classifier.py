@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from lm.errors import ConfigError
 from lm.models.auto import context_length, family
 from lm.models.gpt2 import GPT2Config, GPT2ForSequenceClassification
+from lm.training.batches import pad_right
 
 
 def with_labels(config: GPT2Config, labels: Sequence[str], pad_token_id: int | None) -> GPT2Config:
@@ -106,13 +107,7 @@ class ClassificationExamples:
 
     def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """{"input_ids", "attention_mask"} (B, T) right-padded, and "targets" (B,) label ids."""
-        T = max(len(self.seqs[i]) for i in indices)
-        x = torch.full((len(indices), T), self.pad_id, dtype=torch.long)       # (B, T)
-        mask = torch.zeros((len(indices), T), dtype=torch.long)                # (B, T)
-        for row, i in enumerate(indices):
-            n = len(self.seqs[i])
-            x[row, :n] = torch.from_numpy(self.seqs[i])
-            mask[row, :n] = 1
+        x, mask = pad_right([self.seqs[i] for i in indices], self.pad_id)     # (B, T)
         return {"input_ids": x, "attention_mask": mask, "targets": torch.from_numpy(self.targets[list(indices)])}
 
 

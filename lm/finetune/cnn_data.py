@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from lm.errors import ConfigError
 from lm.finetune.baselines import checked_texts
 from lm.finetune.word_vectors import WordVectors
+from lm.training.batches import pad_right
 
 
 class WordVocab:
@@ -53,13 +54,16 @@ class WordVocab:
     def lookup(self, word: str) -> int:
         return self.index.get(word) or self.index.get(word.lower(), 0)
 
+    def word_ids(self, text: str, seq_len: int) -> list[int]:
+        """The ids of the first `seq_len` words (no padding)."""
+        return [self.lookup(w) for w in text.split()[:seq_len]]
+
     def encode(self, text: str, seq_len: int) -> list[int]:
-        ids = [self.lookup(w) for w in text.split()[:seq_len]]
-        return ids + [0] * (seq_len - len(ids))
+        return pad_right([self.word_ids(text, seq_len)], 0, seq_len)[0][0].tolist()
 
     def encode_batch(self, texts: Iterable[str], seq_len: int) -> torch.Tensor:
-        """(N, seq_len) long."""
-        return torch.tensor([self.encode(t, seq_len) for t in checked_texts(texts)], dtype=torch.long)
+        """(N, seq_len) long: each text's word ids, zero-padded on the right."""
+        return pad_right([self.word_ids(t, seq_len) for t in checked_texts(texts)], 0, seq_len)[0]
 
 
 def vocab_from_vectors(wv: WordVectors) -> tuple[WordVocab, torch.Tensor]:

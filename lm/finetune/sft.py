@@ -11,10 +11,10 @@ the model learns to *answer*, not to write prompts. Which tokens are trained on 
 completion token that happens to equal the pad id is still trained on (tests/test_sft.py checks
 this against the reference library's gradients, fixture `gpt2_sft_step`).
 
-Batches are padded on the right to the longest example of the batch (dynamic length), with an
-attention mask of 0 and no loss on the padding. Training is the one engine's loop
+Batches are padded on the right to the longest example of the batch (dynamic length,
+`lm.training.batches.pad_right`), with an attention mask of 0 and no loss on the padding. Training is the one engine's loop
 (`lm.training.engine.train` with its default `lm_loss`); evaluation generates greedily through the one
-generation path (`lm.inference.generate`), a batch of prompts at a time, and compares the answer
+completion helper (`lm.inference.complete`), a batch of prompts at a time, and compares the answer
 with the reference after the book's normalisation (strip, lower case, runs of whitespace -> one
 space): exact match.
 
@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 
 from lm.errors import ConfigError
-from lm.inference.generate import generate
+from lm.inference.complete import complete
 from lm.models.auto import context_length
 from lm.models.fast_linear import linear
-from lm.training.batches import IGNORE_INDEX
+from lm.training.batches import IGNORE_INDEX, pad_right
 from lm.training.engine import lm_loss
 
 # 5.3.2: the emotion of a text as a one-word completion (label + EOS, no leading space).
@@ -252,16 +252,12 @@ class SFTExamples:
 
     def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """{"input_ids", "attention_mask", "targets"}, each (B, T), T = longest sequence - 1."""
-        T = max(len(self.seqs[i]) for i in indices) - 1
-        x = torch.full((len(indices), T), self.pad_id, dtype=torch.long)       # (B, T)
-        mask = torch.zeros((len(indices), T), dtype=torch.long)                # (B, T)
-        y = torch.full((len(indices), T), IGNORE_INDEX, dtype=torch.long)      # (B, T)
-        for row, i in enumerate(indices):
-            seq = torch.from_numpy(self.seqs[i])                               # (n,)
-            n, p = len(seq), 1 if self.train_on_prompt else int(self.prompt_lengths[i])
-            x[row, :n - 1] = seq[:-1]
-            mask[row, :n - 1] = 1
-            y[row, p - 1:n - 1] = seq[p:]      # position t predicts token t + 1: the completion's ids
+        seqs = [self.seqs[i] for i in indices]
+        x, mask = pad_right([s[:-1] for s in seqs], self.pad_id)               # (B, T)
+        y, _ = pad_right([s[1:] for s in seqs], IGNORE_INDEX)                  # (B, T): position t predicts t + 1
+        first = (torch.ones(len(seqs), dtype=torch.long) if self.train_on_prompt
+                 else torch.from_numpy(self.prompt_lengths[list(indices)]))    # (B,) first token trained on
+        y[torch.arange(y.shape[1])[None, :] < first[:, None] - 1] = IGNORE_INDEX   # no loss on the prompt
         return {"input_ids": x, "attention_mask": mask, "targets": y}
 
 
@@ -304,12 +300,11 @@ def fit_prompts(prompts: list[list[int]], room: int | None, overflow: str = "tru
 def generate_completions(model: torch.nn.Module, tokenizer: Tokenizer, prompts: Sequence[str],
                          max_new_tokens: int, *, eos_id: int, stop_strings: Sequence[str] = (),
                          batch_size: int = 64, overflow: str = "truncate") -> list[str]:
-    """Greedy completion of every prompt through the one generation path, `batch_size` at a time.
-
-    Prompts are sorted by length so a batch holds similar lengths (less padding); the answers come
-    back in the prompts' order. Each answer is the new text up to, not including, the first EOS or
-    stop string (the book decodes with skip_special_tokens and its stopping criterion). Ids beyond
-    the tokenizer's vocabulary (Qwen2's embedding has unused padding rows) are never generated.
+    """Greedy completion of every prompt through the one completion helper (`lm.inference.complete`),
+    `batch_size` at a time, longest prompts first (a batch holds similar lengths: less padding); the
+    answers come back in the prompts' order. Each answer is the new text up to, not including, the
+    first EOS or stop string (the book decodes with skip_special_tokens and its stopping criterion).
+    Ids beyond the tokenizer's vocabulary (Qwen2's embedding has unused padding rows) are never generated.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -321,23 +316,6 @@ def generate_completions(model: torch.nn.Module, tokenizer: Tokenizer, prompts: 
                       context - max_new_tokens if context is not None else None, overflow)
     if any(not p for p in ids):
         raise ConfigError("a prompt encodes to no tokens")
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    answers: list[str] = [""] * len(ids)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            out = generate(model, [ids[i] for i in batch], max_new_tokens, stop_token_ids=[eos_id],
-                           stop_strings=stop_strings, decode=tokenizer.decode if stop_strings else None,
-                           pad_token_id=eos_id, vocab_limit=getattr(tokenizer, "vocab_size", None))  # (b, T + new)
-            T = max(len(ids[i]) for i in batch)
-            for i, row in zip(batch, out[:, T:].tolist()):
-                new = row[:row.index(eos_id)] if eos_id in row else row
-                text = tokenizer.decode(new)
-                for s in stop_strings:
-                    text = text.split(s, 1)[0]
-                answers[i] = text
-    finally:
-        model.train(was_training)
-    return answers
+    return complete(model, tokenizer, ids, max_new_tokens, stop_token_ids=[eos_id], stop_strings=stop_strings,
+                    pad_token_id=eos_id, vocab_limit=getattr(tokenizer, "vocab_size", None), batch_size=batch_size,
+                    longest_first=True)

@@ -14,7 +14,8 @@ which ends where it should:
 
 Bytes are decoded incrementally (a character split over two tokens comes out whole), and text
 that could be the start of a stop string is held back until it is known not to be one, so the
-pieces joined are exactly `reply.text`, streamed or not.
+pieces joined are exactly `reply.text`, streamed or not. The text ends where `first_stop` (shared
+with the batch helper, `lm.inference.stops`) finds a stop string.
 
     >>> engine = Engine(model, tok, chat_format="chatml")                                # doctest: +SKIP
     >>> ids = engine.encode_chat([{"role": "user", "content": "Hi"}])                    # doctest: +SKIP
@@ -36,6 +37,7 @@ from typing import Iterator, Mapping, Sequence
 import torch
 
 from lm.errors import ConfigError, SpecialTokenError
+from lm.inference.stops import first_stop
 from lm.inference.generate import stream_ids
 from lm.inference.sampling import SamplingConfig
 from lm.models.auto import context_length
@@ -231,16 +233,6 @@ class Reply:
         for _ in self:
             pass
         return self
-
-
-def first_stop(text: str, stops: Sequence[str], start: int = 0) -> int | None:
-    """Where the earliest stop string begins in text[start:] (an index into text), or None.
-
-    >>> first_stop("ab\\n<|im_end|>", ["\\n<|im_end|>", "<|im_end|>"])
-    2
-    """
-    found = [i for i in (text.find(s, start) for s in stops) if i >= 0]
-    return min(found) if found else None
 
 
 def held_back(text: str, stops: Sequence[str]) -> int:

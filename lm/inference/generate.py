@@ -36,6 +36,7 @@ from typing import Callable, Generator, Iterator, Sequence
 import torch
 
 from lm.inference.sampling import SamplingConfig, sample_next, token_counts
+from lm.inference.stops import decode_new
 from lm.errors import ConfigError
 
 
@@ -190,21 +191,15 @@ def stream_ids(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens: in
 
 def generate_text(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int,
                   **kwargs) -> list[str]:
-    """Convenience wrapper: encode prompts, generate, decode only the new tokens of each row.
+    """Convenience wrapper: encode text prompts, generate (`kwargs` are generate's), and return each
+    one's new text up to and including the token that stopped it (`stops.decode_new`, cut="after").
 
-    `tokenizer` needs `encode(str) -> list[int]` and `decode(list[int]) -> str`.
+    `tokenizer` needs `encode(str) -> list[int]` and `decode(list[int]) -> str`. For batches,
+    eval mode and the other cuts, see `lm.inference.complete` (which builds on this module, so this
+    wrapper takes only its cut, from lm/inference/stops.py).
     """
     ids = [tokenizer.encode(p) for p in prompts]
     kwargs.setdefault("decode", tokenizer.decode)
-    out = generate(model, ids, max_new_tokens, **kwargs)
-    T = max(len(i) for i in ids)
-    stop_ids, stop_strings = set(kwargs.get("stop_token_ids", ())), kwargs.get("stop_strings", ())
-    texts = []
-    for row in out[:, T:].tolist():
-        # A row that stopped is followed by padding: cut after its stop token or stop string.
-        end = next((k + 1 for k, t in enumerate(row) if t in stop_ids), len(row))
-        if stop_strings:
-            end = next((k for k in range(1, end + 1)
-                        if any(s in tokenizer.decode(row[:k]) for s in stop_strings)), end)
-        texts.append(tokenizer.decode(row[:end]))
-    return texts
+    out = generate(model, ids, max_new_tokens, **kwargs)                         # (B, T + new)
+    return decode_new(tokenizer, out[:, max(len(i) for i in ids):].tolist(), kwargs.get("stop_token_ids", ()),
+                      kwargs.get("stop_strings", ()), cut="after")

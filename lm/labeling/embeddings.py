@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from lm.errors import ConfigError
+from lm.training.batches import pad_right
 
 
 class GPT2Embedder:
@@ -55,12 +56,7 @@ class GPT2Embedder:
         order = np.argsort([len(x) for x in ids], kind="stable")      # similar lengths share a batch
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
-            T = max(len(ids[i]) for i in rows)
-            batch = torch.zeros((len(rows), T), dtype=torch.long)      # (B, T) right-padded
-            mask = torch.zeros((len(rows), T), dtype=torch.long)       # (B, T) 1 = real token
-            for r, i in enumerate(rows):
-                batch[r, :len(ids[i])] = torch.tensor(ids[i])
-                mask[r, :len(ids[i])] = 1
+            batch, mask = pad_right([ids[i] for i in rows], 0)       # (B, T) right-padded; mask 1 = real token
             batch, mask = batch.to(device), mask.to(device)
             h = self.transformer(batch, attention_mask=mask).float()   # (B, T, C)
             m = mask[..., None].float()                                 # (B, T, 1)

@@ -2,8 +2,8 @@
 
 The book sends its prompt (`lm.labeling.prompt.build_prompt`) to a hosted model, takes the last
 ID in the reply, accepts it only if it is one of the document's candidates, and tries up to 3
-times. Here the model is ours and the reply comes from the one generation path
-(`lm.inference.generate`):
+times. Here the model is ours and the reply comes from the one completion helper
+(`lm.inference.complete`, over the one generation path):
 
     attempt 1   greedy decoding
     attempt 2-3 sampling (temperature 0.7, top-p 0.95 by default), for documents still without
@@ -36,7 +36,7 @@ import torch
 
 from lm.data.loaders import Abstract
 from lm.errors import ConfigError
-from lm.inference.generate import generate
+from lm.inference.complete import complete
 from lm.inference.sampling import SamplingConfig
 from lm.tokenizers.chat import DEFAULT_SYSTEM, IM_END, apply_chat_template
 from lm.labeling.labeller import Labeller
@@ -108,17 +108,12 @@ class LMGenerator(Labeller):
         return ids
 
     def replies(self, prompts: list[list[int]], attempt: int) -> list[str]:
-        """One generated reply per prompt: greedy on attempt 0, sampled afterwards."""
-        out = generate(self.model, prompts, self.max_new_tokens, sampling=None if attempt == 0 else self.sampling,
-                       stop_token_ids=self.stop_ids, stop_strings=["\n"], decode=self.tokenizer.decode,
-                       pad_token_id=self.stop_ids[0] if self.stop_ids else None, generator=self.generator,
-                       vocab_limit=self.tokenizer.vocab_size)
-        T = max(len(p) for p in prompts)
-        texts = []
-        for row in out[:, T:].tolist():
-            end = next((j for j, t in enumerate(row) if t in self.stop_ids), len(row))
-            texts.append(self.tokenizer.decode(row[:end]))
-        return texts
+        """One generated reply per prompt: greedy on attempt 0, sampled afterwards. A reply ends before
+        its stop token; the newline that stopped it stays in it (`cut="tokens"`)."""
+        return complete(self.model, self.tokenizer, prompts, self.max_new_tokens, cut="tokens",
+                        sampling=None if attempt == 0 else self.sampling, stop_token_ids=self.stop_ids,
+                        stop_strings=["\n"], pad_token_id=self.stop_ids[0] if self.stop_ids else None,
+                        generator=self.generator, vocab_limit=self.tokenizer.vocab_size)
 
     def label(self, document: Abstract, candidates: Sequence[str]) -> str | None:
         return next(self.label_many([document], [candidates]))[1]

@@ -32,8 +32,10 @@ import torch
 
 from lm.data.loaders import Abstract
 from lm.errors import ConfigError
+from lm.inference.generate import left_pad
 from lm.labeling.labeller import Labeller
 from lm.labeling.taxonomy import Taxonomy
+from lm.training.batches import pad_right
 
 NORMALIZE = ("sum", "mean", "pmi")
 TAIL = "\nTopic:"
@@ -95,11 +97,7 @@ class LMScorer(Labeller):
         owner = torch.tensor([b for b, cs in enumerate(cands) for _ in cs], device=device)   # (R,) row -> prompt
         flat = [c for cs in cands for c in cs]
         R = len(flat)
-        ids = torch.zeros((B, P), dtype=torch.long, device=device)             # (B, P) left-padded prompts
-        pmask = torch.zeros((B, P), dtype=torch.long, device=device)           # (B, P) 1 = real token
-        for b, p in enumerate(prompts):
-            ids[b, P - len(p):] = torch.tensor(p, device=device)
-            pmask[b, P - len(p):] = 1
+        ids, pmask = (t.to(device) for t in left_pad(prompts, 0))             # (B, P) left-padded prompts; 1 = real
         one = model.new_cache(B, P)
         first = model(ids, attention_mask=pmask, cache=one, last_only=True)    # (B, 1, V)
         first = torch.log_softmax(first[:, -1].float(), -1)[owner]             # (R, V) after each row's prompt
@@ -107,12 +105,8 @@ class LMScorer(Labeller):
         cache.k[:, :, :, :P] = one.k[:, owner, :, :P]    # (n_layer, R, H, P, D): each row gets its prompt's keys
         cache.v[:, :, :, :P] = one.v[:, owner, :, :P]
         cache.length = P
-        cids = torch.zeros((R, C), dtype=torch.long, device=device)            # (R, C) right-padded candidates
-        real = torch.zeros((R, C), dtype=torch.bool, device=device)            # (R, C)
-        for r, c in enumerate(flat):
-            cids[r, :len(c)] = torch.tensor(c, device=device)
-            real[r, :len(c)] = True
-        mask = torch.cat([pmask[owner], real.long()], 1)                       # (R, P + C)
+        cids, real = (t.to(device) for t in pad_right(flat, 0))                # (R, C) right-padded candidates
+        mask = torch.cat([pmask[owner], real], 1)                              # (R, P + C)
         logits = model(cids, attention_mask=mask, cache=cache)[:, :-1].float()  # (R, C - 1, V)
         tok = torch.empty((R, C), device=device)                               # (R, C) log p of each token
         tok[:, 0] = first.gather(-1, cids[:, :1])[:, 0]                        # token 0 follows the prompt

@@ -25,7 +25,7 @@ import torch
 
 from lm.cli import option
 from lm.errors import ConfigError, LMError
-from lm.inference.generate import generate
+from lm.inference.complete import complete_ids
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.models.rnn import RecurrentLanguageModel, RNNConfig
 from lm.models.transformer import DecoderConfig, DecoderLanguageModel
@@ -72,20 +72,12 @@ def book_samples(model: torch.nn.Module, tokenizer, eos_id: int | None, max_new_
     """Greedy continuations of the book's four prompts, stopping at the end-of-sentence token.
 
     The book continues one prompt at a time; here the four go in one left-padded batch through the
-    one generation path, which gives the same tokens (tests: batched == one by one, every model).
+    one completion helper, which gives the same tokens (tests: batched == one by one, every model).
     """
-    was_training = model.training
-    model.eval()
     ids = [tokenizer.encode(p) for p in BOOK_CONTEXTS]
-    out = generate(model, ids, max_new_tokens, stop_token_ids=[eos_id] if eos_id is not None else [],
-                   pad_token_id=eos_id)                                         # (4, T + new)
-    model.train(was_training)
-    T = max(len(i) for i in ids)
-    texts = {}
-    for prompt, prompt_ids, row in zip(BOOK_CONTEXTS, ids, out[:, T:].tolist()):
-        new = row[:row.index(eos_id)] if eos_id in row else row                 # the book drops the EOS
-        texts[prompt] = tokenizer.decode(prompt_ids + new)
-    return texts
+    new = complete_ids(model, ids, max_new_tokens, stop_token_ids=[eos_id] if eos_id is not None else [],
+                       pad_token_id=eos_id)                                     # cut before the EOS (the book drops it)
+    return {prompt: tokenizer.decode(p + n) for prompt, p, n in zip(BOOK_CONTEXTS, ids, new)}
 
 
 def train_language_model(kind: str, data_dir, out_dir, cfg: TrainConfig, setup: NewsLMConfig | None = None,

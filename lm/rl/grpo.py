@@ -42,6 +42,7 @@ import torch
 
 from lm.cli import option
 from lm.errors import ConfigError
+from lm.inference.stops import decode_new
 from lm.inference.generate import generate, left_pad
 from lm.inference.sampling import SamplingConfig
 from lm.rl.distributed import Dist, all_reduce_gradients, all_sum, broadcast_parameters, parameters_identical
@@ -116,10 +117,7 @@ def rollout(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], cfg:
                    vocab_limit=tokenizer.vocab_size)
     T = prompt_mask.shape[1]
     cmask = completion_mask(out[:, T:], eos_id)                                 # (N, K)
-    texts = []
-    for row, m in zip(out[:, T:].tolist(), cmask.tolist()):
-        ids = row[:sum(m)]
-        texts.append(tokenizer.decode(ids[:-1] if ids and ids[-1] == eos_id else ids))
+    texts = decode_new(tokenizer, out[:, T:].tolist(), [eos_id])                # cut before the first EOS
     return Rollout(out, torch.cat([prompt_mask.to(device), cmask], dim=1), cmask, texts,
                    [p.answer for p in problems for _ in range(cfg.group_size)])
 

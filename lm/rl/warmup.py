@@ -14,7 +14,7 @@ So it solves most held-out problems, but its greedy answers to the book's prompt
 a few of its sampled answers are tagged: what GRPO's rewards need to find.
 
 The book's TRL notebook instead warms the model up with SFT on worked solutions in the tags
-(`sft_warmup`); it stays available. Evaluation is greedy decoding through the one generation path,
+(`sft_warmup`); it stays available. Evaluation is greedy decoding through the one completion helper,
 judged by the book's rule (`lm.rl.tasks.is_correct`), with the format rate and the accuracy
 whatever the format beside it.
 
@@ -34,7 +34,7 @@ import torch
 
 from lm.cli import option
 from lm.finetune.sft import SFTExamples
-from lm.inference.generate import generate
+from lm.inference.complete import complete
 from lm.models.auto import context_length
 from lm.rl.tasks import (Problem, build_prompt, format_completion, has_answer_tags, is_correct,
                          is_correct_any_format)
@@ -137,22 +137,12 @@ def sft_warmup(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], c
 # Evaluation
 # --------------------------------------------------------------------------------------------
 
-@torch.no_grad()
 def greedy_completions(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], max_new_tokens: int,
                        eos_id: int, batch_size: int = 32) -> list[str]:
-    """Greedy completions of the book's prompts, in batches, cut at the first EOS."""
-    texts = []
-    was_training = model.training
-    model.eval()
-    for i in range(0, len(problems), batch_size):
-        prompts = [tokenizer.encode(build_prompt(p.question)) for p in problems[i:i + batch_size]]
-        out = generate(model, prompts, max_new_tokens, stop_token_ids=[eos_id], pad_token_id=eos_id,
-                       vocab_limit=tokenizer.vocab_size)
-        T = max(len(p) for p in prompts)
-        for row in out[:, T:].tolist():
-            texts.append(tokenizer.decode(row[:row.index(eos_id)] if eos_id in row else row))
-    model.train(was_training)
-    return texts
+    """Greedy completions of the book's prompts, `batch_size` at a time in order, cut before the first EOS."""
+    prompts = [tokenizer.encode(build_prompt(p.question)) for p in problems]
+    return complete(model, tokenizer, prompts, max_new_tokens, stop_token_ids=[eos_id], pad_token_id=eos_id,
+                    vocab_limit=tokenizer.vocab_size, batch_size=batch_size)
 
 
 def evaluate(model: torch.nn.Module, tokenizer, problems: Sequence[Problem], max_new_tokens: int,

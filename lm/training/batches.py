@@ -13,8 +13,10 @@ The training engine (`lm.training.engine`) does not care where examples come fro
 - `PackedExamples`: one long token stream cut into windows of `context + 1` tokens, no padding
   (GPT-style pretraining).
 
-Right padding needs no attention mask for a causal model: a real token never looks at the padding
-to its right, and padded positions carry no loss. That keeps the fast causal attention path.
+Every right-padded batch of the project (these, SFT, the classification head, the labellers, the
+CNN's rows) is made by one function, `pad_right`. Right padding needs no attention mask for a causal
+model: a real token never looks at the padding to its right, and padded positions carry no loss.
+That keeps the fast causal attention path.
 
 Token ids are kept as compact int32 arrays. `lm/pretraining/corpus.py` turns a data dir's news
 corpus into these examples.
@@ -29,6 +31,35 @@ import torch
 from lm.errors import ConfigError
 
 IGNORE_INDEX = -100  # targets with this value carry no loss (F.cross_entropy's ignore_index)
+
+
+def pad_right(sequences: Sequence[Sequence[int] | np.ndarray | torch.Tensor], pad_id: int,
+              length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged token sequences -> (ids, mask), both (B, T) long, padded on the right.
+
+    T is the longest sequence (or `length`, which none may exceed); ids holds `pad_id` after each
+    sequence, mask is 1 on the real tokens and 0 on the padding. Every right-padded batch here is
+    made by this function (LM sentences, SFT, the classification head, the labellers' embeddings
+    and candidates, the CNN's fixed-length rows); `generate.left_pad` is its mirror for prompts.
+
+    >>> ids, mask = pad_right([[5, 6, 7], [8]], pad_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+    """
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)       # (B,)
+    if length is None:
+        if not len(sequences):
+            raise ConfigError("pad_right needs at least one sequence (or a length)")
+        length = int(lengths.max())
+    elif len(sequences) and int(lengths.max()) > length:
+        raise ConfigError(f"a sequence of {int(lengths.max())} tokens does not fit the length {length}")
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()            # (B, T)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)       # (B, T)
+    if int(lengths.sum()):
+        flat = np.concatenate([np.asarray(s, dtype=np.int64).reshape(-1) for s in sequences])   # (sum of lengths,)
+        ids[mask.bool()] = torch.from_numpy(flat)      # row by row, left to right: each sequence's place
+    return ids, mask
+
 
 class Tokenizer(Protocol):
     """What this module needs from a tokenizer (BPETokenizer and GPT2Tokenizer both fit)."""
@@ -86,14 +117,9 @@ class SentenceExamples:
         return int(np.maximum(self.lengths - 1, 0).sum())
 
     def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        lens = [int(self.lengths[i]) for i in indices]
-        T = max(lens) - 1
-        x = torch.full((len(indices), T), self.pad_id, dtype=torch.long)       # (B, T)
-        y = torch.full((len(indices), T), IGNORE_INDEX, dtype=torch.long)      # (B, T)
-        for row, (i, n) in enumerate(zip(indices, lens)):
-            seq = torch.from_numpy(self.ids[self.offsets[i]:self.offsets[i] + n].astype(np.int64))
-            x[row, :n - 1] = seq[:-1]
-            y[row, :n - 1] = seq[1:]
+        seqs = [self.ids[self.offsets[i]:self.offsets[i] + int(self.lengths[i])] for i in indices]
+        x, _ = pad_right([s[:-1] for s in seqs], self.pad_id)                    # (B, T)
+        y, _ = pad_right([s[1:] for s in seqs], IGNORE_INDEX)                    # (B, T)
         return {"input_ids": x, "targets": y}
 
 
