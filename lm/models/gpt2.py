@@ -18,9 +18,11 @@ at the last real token, for 5.6), `GPT2Base` (hidden states only); all share `fr
 `save_pretrained`. The configuration (`GPT2Config`, the fields of `config.json`) comes first; the
 linear layers are `lm.models.fast_linear.Linear` (an `nn.Linear` with a faster CPU inference
 kernel). Generation goes through `lm/inference/generate.py` with the protocol every model here
-implements: `forward(input_ids, attention_mask=None, position_ids=None, cache=None)` and
-`new_cache(batch, max_len)`; the KV cache, the mask builder and the position ids are chapter 4's
-(`lm/models/transformer.py`).
+implements (`lm.inference.protocol.GenerationModel`: `forward(input_ids, attention_mask,
+position_ids, cache, last_only)` and `new_cache(batch, max_len)`); the KV cache
+(`lm/models/cache.py`), the mask builder and the position ids (`lm/models/masks.py`) are the ones
+chapter 4's decoder and Qwen2 use. Loading, saving and the cache's shape come from the shared
+base `lm.models.pretrained.PretrainedModel`; this file states only what is GPT-2's.
 
     >>> cfg = GPT2Config(vocab_size=512, n_embd=64, n_layer=2, n_head=4)
     >>> cfg.head_dim
@@ -41,15 +43,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lm.checkpoints.checks import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
-                                   check_token_id)
+from lm.checkpoints.checks import check_bool, check_int, check_label_maps, check_number, check_token_id
 from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, read_config
-from lm.checkpoints.safetensors import save_safetensors
 from lm.errors import CheckpointError, ConfigError
+from lm.models.cache import KVCache
 from lm.models.fast_linear import Linear, linear
-from lm.models.pretrained import HFPretrained
-from lm.models.transformer import KVCache, causal_mask, positions_from_mask
-from lm.utils import atomic_write_json, show
+from lm.models.masks import causal_mask, check_mask_and_positions, last_token_index
+from lm.models.pretrained import PretrainedModel
+from lm.utils import show
 
 ACTIVATIONS = {  # config.json "activation_function" -> our function
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -236,40 +237,41 @@ class GPT2Model(nn.Module):
                 position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         """`attention_mask` (B, past+T): 1 for real tokens, 0 for (left) padding, covering cached
         positions too. `position_ids` (B, T) default to counting real tokens from the mask."""
-        B, T = input_ids.shape
+        T = input_ids.shape[-1]
         past = cache.length if cache is not None else 0
-        S = past + T
-        if S > self.config.n_positions:
-            raise ConfigError(f"sequence of {S} tokens is longer than n_positions={self.config.n_positions}")
-        if attention_mask is not None:
-            if attention_mask.shape != (B, S):
-                raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, S)} "
-                                  "(it covers cached and new positions)")
-            if bool(attention_mask.all()):
-                attention_mask = None                               # no padding: the fast causal path
-        if position_ids is None:
-            if attention_mask is not None:
-                position_ids = positions_from_mask(attention_mask)[:, past:]        # (B, T)
-            else:
-                position_ids = torch.arange(past, S, device=input_ids.device)[None]  # (1, T)
-        mask = causal_mask(attention_mask, past, T, input_ids.device)
+        if past + T > self.config.n_positions:
+            raise ConfigError(f"sequence of {past + T} tokens is longer than n_positions={self.config.n_positions}")
+        attention_mask, position_ids = check_mask_and_positions(input_ids, attention_mask, position_ids, past)
+        mask = causal_mask(attention_mask, past, T, input_ids.device)   # (B or 1, 1, T, past+T) or None
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
         for block in self.h:
-            x = block(x, mask, cache)
-        if cache is not None:
-            cache.length = S
+            x = block(x, mask, cache)                                # (B, T, C); the last advances cache
         return self.ln_f(x)                                          # (B, T, C)
 
 
-class _Pretrained(HFPretrained, nn.Module):
-    """Shared loading/saving for the model with a head: `self.transformer` is a GPT2Model."""
+class _Pretrained(PretrainedModel):
+    """GPT-2's part of loading and saving (the rest is `PretrainedModel`'s): `self.transformer` is a
+    GPT2Model; subclasses add a head."""
 
+    config_class = GPT2Config
     _architecture = "GPT2Model"          # written into config.json "architectures"
+    _dtype_key = "dtype"                 # config.json's key for the weights' dtype (transformers 5)
+    _layers_key = "h"                    # checkpoint names of the blocks: transformer.h.0., ...
     _prefix = "transformer."             # key prefix of the base model in checkpoint files
     _other_heads = ("lm_head.", "score.")  # keys of other architectures' heads: ignored when loading
     _head = "none"                       # GPT2Config.num_parameters(head): what this class holds
 
     config: GPT2Config
+
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        self.config = config
+        self.transformer = GPT2Model(config)
+
+    @staticmethod
+    def _attention_shape(config: GPT2Config) -> tuple[int, int, int]:
+        """(layers, key/value heads, head width): every head has its own keys and values."""
+        return config.n_layer, config.n_head, config.head_dim
 
     def init_weights(self) -> None:
         """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
@@ -284,42 +286,14 @@ class _Pretrained(HFPretrained, nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty KV cache for `batch` rows of up to `max_len` positions (the generation protocol)."""
-        c, p = self.config, next(self.parameters())
-        return KVCache(c.n_layer, batch, c.n_head, max_len, c.head_dim, p.dtype, p.device)
-
-    # ---- checkpoints ----------------------------------------------------------------------
     def _to_file_keys(self) -> dict[str, torch.Tensor]:
         """Our state dict in the Hugging Face layout: Conv1D weights transposed, tied head dropped."""
         return gpt2_to_hf(self.state_dict(), keep_prefix=bool(self._prefix))
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write `config.json` and `model.safetensors` in the layout `transformers` reads."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        d = self.config.to_dict()
-        d["architectures"] = [self._architecture]
-        d["dtype"] = str(next(self.parameters()).dtype).removeprefix("torch.")
-        atomic_write_json(folder / "config.json", d)
-        save_safetensors(self._to_file_keys(), folder / "model.safetensors", {"format": "pt"})
-
     @classmethod
-    def read_config(cls, folder: str | os.PathLike) -> GPT2Config:
-        """The folder's `config.json` as a GPT2Config (CheckpointError naming the file if it is not one)."""
-        return GPT2Config.from_json(Path(folder) / "config.json")
-
-    @classmethod
-    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config: GPT2Config) -> dict[str, torch.Tensor]:
-        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes
-        (the layer count first, from the names: the shapes of 10**6 layers would take minutes to build)."""
-        check_layer_count(tensors, path, config.n_layer, "h")
-        with torch.device("meta"):
-            model = cls(config)                                       # shapes only, no memory, no init
-        expected = {k: v.shape for k, v in model.state_dict().items()}
+    def _from_file_keys(cls, tensors: dict[str, torch.Tensor], path: Path,
+                        expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+        """The file's keys (either layout) renamed to ours, Conv1D weights transposed, checked against `expected`."""
         return gpt2_from_hf(tensors, path, expected, cls._other_heads)
 
 
@@ -331,18 +305,16 @@ class GPT2(_Pretrained):
     _other_heads = ("score.", "lm_head.")  # lm_head.weight is in `expected` only when not tied
 
     def __init__(self, config: GPT2Config):
-        super().__init__()
-        self.config = config
-        self.transformer = GPT2Model(config)
+        super().__init__(config)
         # Tied head: logits = h @ wte.T, so no separate parameter exists (and none is saved).
         self.lm_head = None if config.tie_word_embeddings else Linear(config.n_embd, config.vocab_size, bias=False)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
+        self._init_unless_meta()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
                 last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V); with `last_only` only the last position's (B, 1, V) (all generation needs)."""
+        """Logits (B, T, V); with `last_only` only the last position's (B, 1, V), all generation reads
+        (the generation protocol's forward, `lm.inference.protocol.GenerationModel`)."""
         h = self.hidden_states(input_ids, attention_mask, position_ids, cache)  # (B, T, C)
         if last_only:
             h = h[:, -1:]                                                         # (B, 1, C)
@@ -370,26 +342,15 @@ class GPT2ForSequenceClassification(_Pretrained):
     _other_heads = ("lm_head.",)
 
     def __init__(self, config: GPT2Config):
-        super().__init__()
-        self.config = config
-        self.transformer = GPT2Model(config)
+        super().__init__(config)
         self.score = Linear(config.n_embd, config.num_labels, bias=False)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
+        self._init_unless_meta()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits (B, num_labels)."""
         h = self.transformer(input_ids, attention_mask)                          # (B, T, C)
-        B, T = input_ids.shape
-        idx = torch.arange(T, device=input_ids.device)                           # (T,)
-        if attention_mask is not None:
-            real = attention_mask.bool()
-        elif self.config.pad_token_id is not None:
-            real = input_ids != self.config.pad_token_id
-        else:
-            real = torch.ones_like(input_ids, dtype=torch.bool)
-        last = torch.where(real, idx, -1).max(dim=-1).values.clamp(min=0)         # (B,)
-        return self.score(h[torch.arange(B, device=h.device), last])              # (B, num_labels)
+        last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)  # (B,)
+        return self.score(h[torch.arange(h.shape[0], device=h.device), last])   # (B, num_labels)
 
 
 class GPT2Base(_Pretrained):
@@ -398,11 +359,8 @@ class GPT2Base(_Pretrained):
     _prefix = ""
 
     def __init__(self, config: GPT2Config):
-        super().__init__()
-        self.config = config
-        self.transformer = GPT2Model(config)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
+        super().__init__(config)
+        self._init_unless_meta()
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None):
         """Last hidden states (B, T, C), after the final LayerNorm."""

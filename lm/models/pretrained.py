@@ -11,6 +11,10 @@ and this mixin turns them into the same two entry points for every family:
     Model.check_pretrained(folder)   everything from_pretrained checks, from the file headers only
     Model.from_pretrained(folder, dtype=None | "auto" | torch dtype, device="cpu")
 
+`PretrainedModel` (below) is the base of every family's model classes: it writes `read_config`,
+`state_from`, `save_pretrained`, `new_cache` and `num_parameters` once, from what the family
+states (its config class, its block-list name, its key-layout conversion; see the class).
+
 Both also refuse a tokenizer in the folder with more ids than config.json's vocab_size
 (`lm.checkpoints.hf.check_tokenizer_fits`): such ids would index past the embedding matrix; and,
 before a byte is allocated, a config.json whose weights would not fit in this machine's memory
@@ -24,9 +28,13 @@ from pathlib import Path
 
 import torch
 
-from lm.checkpoints.checks import check_finite, check_fits_memory
-from lm.checkpoints.hf import check_tokenizer_fits, load_folder
+import torch.nn as nn
+
+from lm.checkpoints.checks import check_finite, check_fits_memory, check_layer_count
+from lm.checkpoints.hf import check_tokenizer_fits, load_folder, save_weights
 from lm.errors import ConfigError
+from lm.models.cache import KVCache
+from lm.utils import atomic_write_json
 
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -93,3 +101,71 @@ class HFPretrained:
         model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()},
                               strict=True, assign=True)
         return model.eval()
+
+
+class PretrainedModel(HFPretrained, nn.Module):
+    """A family's body (`transformer` for GPT-2, `model` for Qwen2) with a head, loaded from and saved
+    to Hugging Face folders; what every family shares, written once.
+
+    A family states what differs, as class attributes and small hooks:
+
+        config_class            its config dataclass (from_json, to_dict, num_parameters)
+        _architecture           config.json's "architectures" entry of this class
+        _dtype_key              the key config.json names the weights' dtype by
+        _layers_key             the checkpoint's name of the block list ("h", "layers")
+        _other_heads            other classes' head keys, ignored when loading this one
+        _head                   what `config.num_parameters(_head)` counts for this class
+        _attention_shape(config) -> (layers, key/value heads, head width): the KV cache's shape
+        init_weights()          the family's initialisation of a model trained from scratch
+        _to_file_keys()         our state dict in the folder's key layout
+        _from_file_keys(tensors, path, expected)  the folder's keys renamed to ours, checked
+    """
+
+    config_class: type
+    _architecture: str
+    _dtype_key: str
+    _layers_key: str
+    _other_heads: tuple[str, ...] = ()
+
+    def _init_unless_meta(self) -> None:
+        """`init_weights`, except for a model built on the meta device (shapes only: `state_from`,
+        `from_pretrained`), which has no memory to initialise."""
+        if not any(p.is_meta for p in self.parameters()):
+            self.init_weights()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        """An empty KV cache for `batch` rows of up to `max_len` positions (the generation protocol);
+        it holds the key/value heads once each (fewer than the query heads with grouped-query attention)."""
+        layers, kv_heads, head_dim = self._attention_shape(self.config)
+        p = next(self.parameters())
+        return KVCache(layers, batch, kv_heads, max_len, head_dim, p.dtype, p.device)
+
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_bytes: int | None = None) -> None:
+        """Write `config.json` and the weights (one `model.safetensors`, or shards of at most
+        `max_shard_bytes` with an index) in the layout the reference library reads."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        d = self.config.to_dict()
+        d["architectures"] = [self._architecture]
+        d[self._dtype_key] = str(next(self.parameters()).dtype).removeprefix("torch.")
+        atomic_write_json(folder / "config.json", d)
+        save_weights(self._to_file_keys(), folder, max_shard_bytes)
+
+    @classmethod
+    def read_config(cls, folder: str | os.PathLike):
+        """The folder's `config.json` as the family's config (CheckpointError naming the file if it is not one)."""
+        return cls.config_class.from_json(Path(folder) / "config.json")
+
+    @classmethod
+    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config) -> dict[str, torch.Tensor]:
+        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes;
+        other heads' weights (e.g. `score.` when loading the LM) are ignored. The layer count is
+        checked from the names first: building the shapes of 10**6 layers would take minutes."""
+        check_layer_count(tensors, path, cls._attention_shape(config)[0], cls._layers_key)
+        with torch.device("meta"):
+            model = cls(config)                                   # shapes only: no memory, no init
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        return cls._from_file_keys(tensors, path, expected)

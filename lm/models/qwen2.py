@@ -7,8 +7,9 @@
 What is the same as `lm/models/transformer.py` (chapter 4): pre-norm residual blocks, RMSNorm
 (`RMSNorm` is reused; Qwen computes it in float32 and rounds back to the model's dtype before the
 scale, so bf16 models match the reference library), rotary position embeddings, causal attention
-with `causal_mask` / `positions_from_mask` / `KVCache`. What differs, all dictated by the released
-weights:
+with the shared mask helpers (`lm/models/masks.py`) and KV cache (`lm/models/cache.py`), the
+generation protocol (`lm.inference.protocol.GenerationModel`), loading and saving from
+`lm.models.pretrained.PretrainedModel`. What differs, all dictated by the released weights:
 - grouped-query attention: `num_key_value_heads` (2 for Qwen2.5-0.5B) key/value heads, each shared
   by a group of `num_attention_heads / num_key_value_heads` query heads (14 / 2 = 7). The KV cache
   stores the 2 heads once, not repeated: 7x less cache memory than multi-head attention;
@@ -42,16 +43,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lm.checkpoints.checks import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
-                                   check_token_id)
-from lm.checkpoints.hf import qwen2_from_hf, qwen2_to_hf, read_config, save_weights
+from lm.checkpoints.checks import check_bool, check_int, check_label_maps, check_number, check_token_id
+from lm.checkpoints.hf import qwen2_from_hf, qwen2_to_hf, read_config
 from lm.errors import CheckpointError, ConfigError
+from lm.models.cache import KVCache
 from lm.models.fast_linear import Linear, linear
 from lm.models import lean_ops
 from lm.models.lean_ops import rms_norm, swiglu_down
-from lm.models.pretrained import HFPretrained
-from lm.models.transformer import KVCache, RMSNorm, causal_mask, check_mask_and_positions, last_token_index
-from lm.utils import atomic_write_json, show
+from lm.models.masks import causal_mask, check_mask_and_positions, last_token_index
+from lm.models.pretrained import PretrainedModel
+from lm.models.transformer import RMSNorm
+from lm.utils import show
 
 ROPE_KEYS = ("rope_theta", "rope_type", "type")   # what rope_parameters / rope_scaling may hold
 # What transformers' Qwen2Config (v5, a @strict dataclass) takes for a key config.json leaves out;
@@ -351,9 +353,7 @@ class Qwen2Model(nn.Module):
             if recompute:
                 x = checkpoint(layer, x, cos, sin, mask, None, use_reentrant=False)  # (B, T, C)
             else:
-                x = layer(x, cos, sin, mask, cache)                                   # (B, T, C)
-        if cache is not None:
-            cache.length = past + T
+                x = layer(x, cos, sin, mask, cache)                   # (B, T, C); the last advances cache
         return self.norm(x)                                                  # (B, T, C)
 
 
@@ -361,15 +361,29 @@ class Qwen2Model(nn.Module):
 # Loading and saving, shared by the LM and the classifier
 # --------------------------------------------------------------------------------------------
 
-class _Qwen2Pretrained(HFPretrained, nn.Module):
-    """`self.model` is a Qwen2Model; subclasses add a head."""
+class _Qwen2Pretrained(PretrainedModel):
+    """Qwen2's part of loading and saving (the rest is `PretrainedModel`'s): `self.model` is a
+    Qwen2Model; subclasses add a head."""
 
+    config_class = Qwen2Config
     _architecture = "Qwen2Model"
+    _dtype_key = "torch_dtype"                # config.json's key for the weights' dtype (the hub's files)
+    _layers_key = "layers"                    # checkpoint names of the blocks: model.layers.0., ...
     _other_heads = ("lm_head.", "score.")     # other architectures' heads in a file: ignored when loading
     _head = "none"                            # Qwen2Config.num_parameters(head): what this class holds
 
     config: Qwen2Config
     model: Qwen2Model
+
+    def __init__(self, config: Qwen2Config):
+        super().__init__()
+        self.config = config
+        self.model = Qwen2Model(config)
+
+    @staticmethod
+    def _attention_shape(config: Qwen2Config) -> tuple[int, int, int]:
+        """(layers, key/value heads, head width): the cache holds num_key_value_heads heads per layer."""
+        return config.num_hidden_layers, config.num_key_value_heads, config.head_size
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -382,39 +396,14 @@ class _Qwen2Pretrained(HFPretrained, nn.Module):
             else:
                 nn.init.normal_(p, 0.0, self.config.initializer_range)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty KV cache: num_key_value_heads heads per layer (the generation protocol)."""
-        c, p = self.config, self.model.embed_tokens.weight
-        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, max_len, c.head_size, p.dtype, p.device)
-
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_bytes: int | None = None) -> None:
-        """Write `config.json` and the weights (one `model.safetensors`, or shards of at most
-        `max_shard_bytes` with an index) in the layout the reference library reads."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        d = self.config.to_dict()
-        d["architectures"] = [self._architecture]
-        d["torch_dtype"] = str(self.model.embed_tokens.weight.dtype).removeprefix("torch.")
-        atomic_write_json(folder / "config.json", d)
-        save_weights(qwen2_to_hf(self.state_dict()), folder, max_shard_bytes)
+    def _to_file_keys(self) -> dict[str, torch.Tensor]:
+        """Our state dict in the Hugging Face layout (RMSNorm's `scale` is the file's `weight`)."""
+        return qwen2_to_hf(self.state_dict())
 
     @classmethod
-    def read_config(cls, folder: str | os.PathLike) -> Qwen2Config:
-        """The folder's `config.json` as a Qwen2Config (CheckpointError naming the file if it is not one)."""
-        return Qwen2Config.from_json(Path(folder) / "config.json")
-
-    @classmethod
-    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config: Qwen2Config) -> dict[str, torch.Tensor]:
-        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes;
-        other heads' weights (e.g. `score.` when loading the LM) are ignored. The layer count is
-        checked from the names first: building the shapes of 10**6 layers would take minutes."""
-        check_layer_count(tensors, path, config.num_hidden_layers, "layers")
-        with torch.device("meta"):
-            model = cls(config)                                   # shapes only: no memory, no init
-        expected = {k: v.shape for k, v in model.state_dict().items()}
+    def _from_file_keys(cls, tensors: dict[str, torch.Tensor], path: Path,
+                        expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+        """The file's keys (with or without `model.`) renamed to ours, checked against `expected`."""
         return qwen2_from_hf(tensors, path, expected, cls._other_heads)
 
 
@@ -425,18 +414,16 @@ class Qwen2(_Qwen2Pretrained):
     _head = "lm"
 
     def __init__(self, config: Qwen2Config):
-        super().__init__()
-        self.config = config
-        self.model = Qwen2Model(config)
+        super().__init__(config)
         # Tied: logits = h @ embed_tokens.T, no separate parameter (and none saved).
         self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
+        self._init_unless_meta()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
                 last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V); with `last_only` only the last position's (B, 1, V)."""
+        """Logits (B, T, V); with `last_only` only the last position's (B, 1, V), all generation reads
+        (the generation protocol's forward, `lm.inference.protocol.GenerationModel`)."""
         h = self.hidden_states(input_ids, attention_mask, position_ids, cache)   # (B, T, C)
         if last_only:
             h = h[:, -1:]                                                        # (B, 1, C)
@@ -460,12 +447,9 @@ class Qwen2ForSequenceClassification(_Qwen2Pretrained):
     _head = "classifier"
 
     def __init__(self, config: Qwen2Config):
-        super().__init__()
-        self.config = config
-        self.model = Qwen2Model(config)
+        super().__init__(config)
         self.score = Linear(config.hidden_size, config.num_labels, bias=False)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
+        self._init_unless_meta()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits (B, num_labels)."""
