@@ -9,7 +9,7 @@ import torch
 
 from lm.checkpoints.safetensors import load_safetensors
 from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
-from lm.models.pretrained import PretrainedModel
+from lm.models.pretrained import CausalLM, PretrainedModel, SequenceClassifier
 from lm.models.qwen2 import Qwen2, Qwen2Config, Qwen2ForSequenceClassification
 
 GPT2_TINY = GPT2Config(vocab_size=61, n_positions=16, n_embd=16, n_layer=3, n_head=4)
@@ -26,9 +26,31 @@ def test_every_pretrained_class_takes_the_shared_parts_from_the_one_base(cls, co
     assert issubclass(cls, PretrainedModel)
     for name in SHARED:
         assert getattr(cls, name).__qualname__.startswith(("PretrainedModel.", "HFPretrained.")), name
+    heads = {"lm": ("CausalLM.", ("forward", "hidden_states", "output_weight")),
+             "classifier": ("SequenceClassifier.", ("forward",))}
+    if cls._head in heads:                                                   # the heads: written once too
+        owner, names = heads[cls._head]
+        assert all(getattr(cls, name).__qualname__.startswith(owner) for name in names)
     torch.manual_seed(0)
     model = cls(config)
     assert model.num_parameters() == config.num_parameters(cls._head)
+
+
+@pytest.mark.parametrize("lm, classifier, config, embedding",
+                         [(GPT2, GPT2ForSequenceClassification, GPT2_TINY, "transformer.wte"),
+                          (Qwen2, Qwen2ForSequenceClassification, QWEN2_TINY, "model.embed_tokens")])
+def test_the_shared_heads_read_the_familys_body_and_embedding(lm, classifier, config, embedding):
+    assert issubclass(lm, CausalLM) and issubclass(classifier, SequenceClassifier)
+    torch.manual_seed(0)
+    tied, untied = lm(config).eval(), lm(type(config)(**{**config.__dict__, "tie_word_embeddings": False}))
+    assert tied.lm_head is None and tied.output_weight() is tied.get_submodule(embedding).weight
+    assert untied.output_weight() is untied.lm_head.weight and untied.lm_head.weight.shape == (61, 16)
+    assert tied.body is tied.get_submodule(embedding.split(".")[0])
+    ids = torch.tensor([[4, 5, 6, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(tied(ids), tied.hidden_states(ids) @ tied.get_submodule(embedding).weight.T,
+                                   atol=1e-6, rtol=0)
+    assert classifier(config).score.weight.shape == (config.num_labels, 16)
 
 
 def test_the_cache_has_the_familys_key_value_heads():

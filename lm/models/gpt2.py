@@ -47,9 +47,9 @@ from lm.checkpoints.checks import check_bool, check_int, check_label_maps, check
 from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, read_config
 from lm.errors import CheckpointError, ConfigError
 from lm.models.cache import KVCache
-from lm.models.fast_linear import Linear, linear
-from lm.models.masks import causal_mask, check_mask_and_positions, last_token_index
-from lm.models.pretrained import PretrainedModel
+from lm.models.fast_linear import Linear
+from lm.models.masks import causal_mask, check_mask_and_positions
+from lm.models.pretrained import CausalLM, PretrainedModel, SequenceClassifier
 from lm.utils import show
 
 ACTIVATIONS = {  # config.json "activation_function" -> our function
@@ -250,16 +250,15 @@ class GPT2Model(nn.Module):
 
 
 class _Pretrained(PretrainedModel):
-    """GPT-2's part of loading and saving (the rest is `PretrainedModel`'s): `self.transformer` is a
-    GPT2Model; subclasses add a head."""
+    """GPT-2's part of loading and saving (the rest is `PretrainedModel`'s): the body is
+    `self.transformer`, a GPT2Model; the classes below add a head."""
 
     config_class = GPT2Config
     _architecture = "GPT2Model"          # written into config.json "architectures"
     _dtype_key = "dtype"                 # config.json's key for the weights' dtype (transformers 5)
     _layers_key = "h"                    # checkpoint names of the blocks: transformer.h.0., ...
+    _body, _embedding = "transformer", "transformer.wte"   # the body set in __init__; the token embedding
     _prefix = "transformer."             # key prefix of the base model in checkpoint files
-    _other_heads = ("lm_head.", "score.")  # keys of other architectures' heads: ignored when loading
-    _head = "none"                       # GPT2Config.num_parameters(head): what this class holds
 
     config: GPT2Config
 
@@ -267,11 +266,6 @@ class _Pretrained(PretrainedModel):
         super().__init__()
         self.config = config
         self.transformer = GPT2Model(config)
-
-    @staticmethod
-    def _attention_shape(config: GPT2Config) -> tuple[int, int, int]:
-        """(layers, key/value heads, head width): every head has its own keys and values."""
-        return config.n_layer, config.n_head, config.head_dim
 
     def init_weights(self) -> None:
         """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
@@ -286,6 +280,11 @@ class _Pretrained(PretrainedModel):
             else:
                 nn.init.normal_(p, 0.0, std)
 
+    @staticmethod
+    def _attention_shape(config: GPT2Config) -> tuple[int, int, int]:
+        """(layers, key/value heads, head width): every head has its own keys and values."""
+        return config.n_layer, config.n_head, config.head_dim
+
     def _to_file_keys(self) -> dict[str, torch.Tensor]:
         """Our state dict in the Hugging Face layout: Conv1D weights transposed, tied head dropped."""
         return gpt2_to_hf(self.state_dict(), keep_prefix=bool(self._prefix))
@@ -297,60 +296,23 @@ class _Pretrained(PretrainedModel):
         return gpt2_from_hf(tensors, path, expected, cls._other_heads)
 
 
-class GPT2(_Pretrained):
-    """GPT-2 language model: hidden states -> logits over the vocabulary (tied to `wte` by default)."""
+class GPT2(CausalLM, _Pretrained):
+    """GPT-2 language model: hidden states -> logits over the vocabulary (tied to `wte` by default;
+    `forward`, `hidden_states`, `output_weight`: lm.models.pretrained.CausalLM)."""
 
     _architecture = "GPT2LMHeadModel"
-    _head = "lm"
-    _other_heads = ("score.", "lm_head.")  # lm_head.weight is in `expected` only when not tied
-
-    def __init__(self, config: GPT2Config):
-        super().__init__(config)
-        # Tied head: logits = h @ wte.T, so no separate parameter exists (and none is saved).
-        self.lm_head = None if config.tie_word_embeddings else Linear(config.n_embd, config.vocab_size, bias=False)
-        self._init_unless_meta()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V); with `last_only` only the last position's (B, 1, V), all generation reads
-        (the generation protocol's forward, `lm.inference.protocol.GenerationModel`)."""
-        h = self.hidden_states(input_ids, attention_mask, position_ids, cache)  # (B, T, C)
-        if last_only:
-            h = h[:, -1:]                                                         # (B, 1, C)
-        return linear(h, self.output_weight())                                    # (B, T, V)
-
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """The final hidden states (B, T, C), before the output layer (GRPO applies it only where it reads)."""
-        return self.transformer(input_ids, attention_mask, position_ids, cache)
-
-    def output_weight(self) -> torch.Tensor:
-        """The output layer's weight (V, C): `wte` when tied, else `lm_head`."""
-        return self.transformer.wte.weight if self.lm_head is None else self.lm_head.weight
 
 
-class GPT2ForSequenceClassification(_Pretrained):
+class GPT2ForSequenceClassification(SequenceClassifier, _Pretrained):
     """GPT-2 as a classifier (5.6): a linear `score` head (no bias) read at the last real token.
 
     The last real token is the rightmost one that is not `pad_token_id` (or, given an attention
-    mask, the rightmost position with mask 1) -- the Hugging Face convention.
+    mask, the rightmost position with mask 1) -- the Hugging Face convention
+    (lm.models.pretrained.SequenceClassifier).
     """
 
     _architecture = "GPT2ForSequenceClassification"
-    _head = "classifier"
     _other_heads = ("lm_head.",)
-
-    def __init__(self, config: GPT2Config):
-        super().__init__(config)
-        self.score = Linear(config.n_embd, config.num_labels, bias=False)
-        self._init_unless_meta()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits (B, num_labels)."""
-        h = self.transformer(input_ids, attention_mask)                          # (B, T, C)
-        last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)  # (B,)
-        return self.score(h[torch.arange(h.shape[0], device=h.device), last])   # (B, num_labels)
 
 
 class GPT2Base(_Pretrained):

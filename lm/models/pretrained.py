@@ -13,7 +13,10 @@ and this mixin turns them into the same two entry points for every family:
 
 `PretrainedModel` (below) is the base of every family's model classes: it writes `read_config`,
 `state_from`, `save_pretrained`, `new_cache` and `num_parameters` once, from what the family
-states (its config class, its block-list name, its key-layout conversion; see the class).
+states (its config class, its block-list name, its key-layout conversion; see the class). The two
+heads every family offers are written once too: `CausalLM` (logits, tied to the embedding or
+`lm_head`) and `SequenceClassifier` (a `score` layer read at each row's last real token), so a
+family's classes are `class GPT2(CausalLM, GPT2's base)`: the head first, then the body.
 
 Both also refuse a tokenizer in the folder with more ids than config.json's vocab_size
 (`lm.checkpoints.hf.check_tokenizer_fits`): such ids would index past the embedding matrix; and,
@@ -34,6 +37,8 @@ from lm.checkpoints.checks import check_finite, check_fits_memory, check_layer_c
 from lm.checkpoints.hf import check_tokenizer_fits, load_folder, save_weights
 from lm.errors import ConfigError
 from lm.models.cache import KVCache
+from lm.models.fast_linear import Linear, linear
+from lm.models.masks import last_token_index
 from lm.utils import atomic_write_json
 
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -113,8 +118,9 @@ class PretrainedModel(HFPretrained, nn.Module):
         _architecture           config.json's "architectures" entry of this class
         _dtype_key              the key config.json names the weights' dtype by
         _layers_key             the checkpoint's name of the block list ("h", "layers")
-        _other_heads            other classes' head keys, ignored when loading this one
-        _head                   what `config.num_parameters(_head)` counts for this class
+        __init__(config)        sets `config` and builds the body
+        _body                   the body's attribute name ("transformer", "model"; also its key prefix)
+        _embedding              the token embedding's module path (the tied output layer, the heads' width)
         _attention_shape(config) -> (layers, key/value heads, head width): the KV cache's shape
         init_weights()          the family's initialisation of a model trained from scratch
         _to_file_keys()         our state dict in the folder's key layout
@@ -125,7 +131,19 @@ class PretrainedModel(HFPretrained, nn.Module):
     _architecture: str
     _dtype_key: str
     _layers_key: str
-    _other_heads: tuple[str, ...] = ()
+    _body: str
+    _embedding: str
+    _other_heads = ("lm_head.", "score.")    # heads' keys in a file, ignored when loading a class without them
+    _head = "none"                           # config.num_parameters(_head): what this class holds (the body)
+
+    @property
+    def body(self) -> nn.Module:
+        """The family's body: (input_ids, attention_mask, position_ids, cache) -> final hidden states (B, T, C)."""
+        return getattr(self, self._body)
+
+    def input_embedding(self) -> nn.Embedding:
+        """The token embedding (V, C): the output layer when tied."""
+        return self.get_submodule(self._embedding)
 
     def _init_unless_meta(self) -> None:
         """`init_weights`, except for a model built on the meta device (shapes only: `state_from`,
@@ -169,3 +187,57 @@ class PretrainedModel(HFPretrained, nn.Module):
             model = cls(config)                                   # shapes only: no memory, no init
         expected = {k: v.shape for k, v in model.state_dict().items()}
         return cls._from_file_keys(tensors, path, expected)
+
+
+class CausalLM(PretrainedModel):
+    """A family's language model: the body's hidden states -> logits over the vocabulary, through the
+    token embedding (tied, no parameter of its own, none saved) or a separate `lm_head`.
+
+    `forward` is the generation protocol's (`lm.inference.protocol.GenerationModel`);
+    `hidden_states` and `output_weight` let a loss apply the output layer only where it reads (SFT, GRPO).
+    """
+
+    _head = "lm"
+
+    def __init__(self, config):
+        super().__init__(config)                                   # the family's base: config, body
+        width = self.input_embedding().embedding_dim
+        self.lm_head = None if config.tie_word_embeddings else Linear(width, config.vocab_size, bias=False)
+        self._init_unless_meta()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, V); with `last_only` only the last position's (B, 1, V), all generation reads."""
+        h = self.hidden_states(input_ids, attention_mask, position_ids, cache)  # (B, T, C)
+        if last_only:
+            h = h[:, -1:]                                                         # (B, 1, C)
+        return linear(h, self.output_weight())                                    # (B, T, V)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C), before the output layer (GRPO applies it only where it reads)."""
+        return self.body(input_ids, attention_mask, position_ids, cache)
+
+    def output_weight(self) -> torch.Tensor:
+        """The output layer's weight (V, C): the token embedding's when tied, else `lm_head`'s."""
+        return self.input_embedding().weight if self.lm_head is None else self.lm_head.weight
+
+
+class SequenceClassifier(PretrainedModel):
+    """A family's classifier: a linear `score` head (no bias) read at each row's last real token:
+    the rightmost mask-1 position, else the rightmost token that is not `pad_token_id`, else the
+    last column (`last_token_index`, the Hugging Face convention)."""
+
+    _head = "classifier"
+
+    def __init__(self, config):
+        super().__init__(config)                                   # the family's base: config, body
+        self.score = Linear(self.input_embedding().embedding_dim, config.num_labels, bias=False)
+        self._init_unless_meta()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits (B, num_labels)."""
+        h = self.body(input_ids, attention_mask)                                 # (B, T, C)
+        last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)  # (B,)
+        return self.score(h[torch.arange(h.shape[0], device=h.device), last])   # (B, num_labels)

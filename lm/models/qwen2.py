@@ -47,11 +47,11 @@ from lm.checkpoints.checks import check_bool, check_int, check_label_maps, check
 from lm.checkpoints.hf import qwen2_from_hf, qwen2_to_hf, read_config
 from lm.errors import CheckpointError, ConfigError
 from lm.models.cache import KVCache
-from lm.models.fast_linear import Linear, linear
+from lm.models.fast_linear import Linear
 from lm.models import lean_ops
 from lm.models.lean_ops import rms_norm, swiglu_down
-from lm.models.masks import causal_mask, check_mask_and_positions, last_token_index
-from lm.models.pretrained import PretrainedModel
+from lm.models.masks import causal_mask, check_mask_and_positions
+from lm.models.pretrained import CausalLM, PretrainedModel, SequenceClassifier
 from lm.models.transformer import RMSNorm
 from lm.utils import show
 
@@ -362,15 +362,14 @@ class Qwen2Model(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 class _Qwen2Pretrained(PretrainedModel):
-    """Qwen2's part of loading and saving (the rest is `PretrainedModel`'s): `self.model` is a
-    Qwen2Model; subclasses add a head."""
+    """Qwen2's part of loading and saving (the rest is `PretrainedModel`'s): the body is
+    `self.model`, a Qwen2Model; the classes below add a head."""
 
     config_class = Qwen2Config
     _architecture = "Qwen2Model"
     _dtype_key = "torch_dtype"                # config.json's key for the weights' dtype (the hub's files)
     _layers_key = "layers"                    # checkpoint names of the blocks: model.layers.0., ...
-    _other_heads = ("lm_head.", "score.")     # other architectures' heads in a file: ignored when loading
-    _head = "none"                            # Qwen2Config.num_parameters(head): what this class holds
+    _body, _embedding = "model", "model.embed_tokens"     # the body set in __init__; the token embedding
 
     config: Qwen2Config
     model: Qwen2Model
@@ -379,11 +378,6 @@ class _Qwen2Pretrained(PretrainedModel):
         super().__init__()
         self.config = config
         self.model = Qwen2Model(config)
-
-    @staticmethod
-    def _attention_shape(config: Qwen2Config) -> tuple[int, int, int]:
-        """(layers, key/value heads, head width): the cache holds num_key_value_heads heads per layer."""
-        return config.num_hidden_layers, config.num_key_value_heads, config.head_size
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -396,6 +390,11 @@ class _Qwen2Pretrained(PretrainedModel):
             else:
                 nn.init.normal_(p, 0.0, self.config.initializer_range)
 
+    @staticmethod
+    def _attention_shape(config: Qwen2Config) -> tuple[int, int, int]:
+        """(layers, key/value heads, head width): the cache holds num_key_value_heads heads per layer."""
+        return config.num_hidden_layers, config.num_key_value_heads, config.head_size
+
     def _to_file_keys(self) -> dict[str, torch.Tensor]:
         """Our state dict in the Hugging Face layout (RMSNorm's `scale` is the file's `weight`)."""
         return qwen2_to_hf(self.state_dict())
@@ -407,55 +406,19 @@ class _Qwen2Pretrained(PretrainedModel):
         return qwen2_from_hf(tensors, path, expected, cls._other_heads)
 
 
-class Qwen2(_Qwen2Pretrained):
-    """Qwen2 causal language model: hidden states -> logits (tied to `embed_tokens` or `lm_head`)."""
+class Qwen2(CausalLM, _Qwen2Pretrained):
+    """Qwen2 causal language model: hidden states -> logits (tied to `embed_tokens` or `lm_head`;
+    `forward`, `hidden_states`, `output_weight`: lm.models.pretrained.CausalLM)."""
 
     _architecture = "Qwen2ForCausalLM"
-    _head = "lm"
-
-    def __init__(self, config: Qwen2Config):
-        super().__init__(config)
-        # Tied: logits = h @ embed_tokens.T, no separate parameter (and none saved).
-        self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False)
-        self._init_unless_meta()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V); with `last_only` only the last position's (B, 1, V), all generation reads
-        (the generation protocol's forward, `lm.inference.protocol.GenerationModel`)."""
-        h = self.hidden_states(input_ids, attention_mask, position_ids, cache)   # (B, T, C)
-        if last_only:
-            h = h[:, -1:]                                                        # (B, 1, C)
-        return linear(h, self.output_weight())                                   # (B, T, V)
-
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """The final hidden states (B, T, C), before the output layer (GRPO applies it only where it reads)."""
-        return self.model(input_ids, attention_mask, position_ids, cache)
-
-    def output_weight(self) -> torch.Tensor:
-        """The output layer's weight (V, C): `embed_tokens` when tied, else `lm_head`."""
-        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
 
-class Qwen2ForSequenceClassification(_Qwen2Pretrained):
+class Qwen2ForSequenceClassification(SequenceClassifier, _Qwen2Pretrained):
     """Qwen2 as a classifier: a linear `score` head (no bias) read at each row's last real token
-    (the rightmost mask-1 position; without a mask, the rightmost token that is not `pad_token_id`)."""
+    (the rightmost mask-1 position; without a mask, the rightmost token that is not `pad_token_id`;
+    lm.models.pretrained.SequenceClassifier)."""
 
     _architecture = "Qwen2ForSequenceClassification"
-    _head = "classifier"
-
-    def __init__(self, config: Qwen2Config):
-        super().__init__(config)
-        self.score = Linear(config.hidden_size, config.num_labels, bias=False)
-        self._init_unless_meta()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits (B, num_labels)."""
-        h = self.model(input_ids, attention_mask)                                # (B, T, C)
-        last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)  # (B,)
-        return self.score(h[torch.arange(h.shape[0], device=h.device), last])   # (B, num_labels)
 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
