@@ -9,7 +9,7 @@ import torch
 
 from lm.checkpoints.safetensors import load_safetensors
 from lm.models.gpt2 import GPT2, GPT2Base, GPT2Config, GPT2ForSequenceClassification
-from lm.models.pretrained import CausalLM, PretrainedModel, SequenceClassifier
+from lm.models.pretrained import CausalLM, HFConfig, PretrainedModel, SequenceClassifier
 from lm.models.qwen2 import Qwen2, Qwen2Config, Qwen2ForSequenceClassification
 
 GPT2_TINY = GPT2Config(vocab_size=61, n_positions=16, n_embd=16, n_layer=3, n_head=4)
@@ -90,3 +90,20 @@ def test_a_model_built_on_the_meta_device_is_not_initialised(cls, config):
     with torch.device("meta"):
         model = cls(config)
     assert all(p.is_meta for p in model.parameters())
+
+
+@pytest.mark.parametrize("config, kind", [(GPT2_TINY, "gpt2"), (QWEN2_TINY, "qwen2")])
+def test_both_configs_read_and_write_config_json_through_one_base(tmp_path, config, kind):
+    assert isinstance(config, HFConfig) and type(config).model_type == kind
+    assert "model_type" not in config.__dataclass_fields__                  # a class attribute, not a field
+    d = {**config.to_dict(), "id2label": {"0": "a", "1": "b", "2": "c"}, "num_labels": None, "my_key": 1}
+    del d["num_labels"]
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    back = type(config).from_json(tmp_path / "config.json")
+    assert back.num_labels == 3 and back.extra["my_key"] == 1 and back.to_dict()["model_type"] == kind
+    assert back.to_dict() == {**config.to_dict(), "id2label": d["id2label"], "num_labels": 3, "my_key": 1}
+
+
+def test_qwen2_writes_head_dim_only_when_it_is_set():
+    assert "head_dim" not in QWEN2_TINY.to_dict() and QWEN2_TINY.to_dict()["rope_scaling"] is None
+    assert Qwen2Config(**{**QWEN2_TINY.__dict__, "head_dim": 8}).to_dict()["head_dim"] == 8

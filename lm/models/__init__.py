@@ -6,7 +6,8 @@
 - `masks.py`: the attention mask builder, position ids and last-token index they share;
 - `gpt2.py`: GPT-2 (chapter 5), loading and saving Hugging Face folders, the classifier head (5.6);
 - `qwen2.py`: Qwen2 / Qwen2.5 (the book's GRPO models): grouped-query attention, SwiGLU,
-  rotate-half RoPE, tied or untied head, Hugging Face folders, the classifier head;
+  rotate-half RoPE, tied or untied head, Hugging Face folders, the classifier head; its
+  configuration (config.json as transformers reads it) in `qwen2_config.py`;
 - `pretrained.py`: loading, checking and saving Hugging Face folders, written once for every family
   (`HFPretrained`, `PretrainedModel`);
 - `auto.py`: `load_causal_lm(folder)`, the family read from config.json's model_type;

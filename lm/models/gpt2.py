@@ -35,8 +35,7 @@ base `lm.models.pretrained.PretrainedModel`; this file states only what is GPT-2
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,12 +43,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lm.checkpoints.checks import check_bool, check_int, check_label_maps, check_number, check_token_id
-from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, read_config
-from lm.errors import CheckpointError, ConfigError
+from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf
+from lm.errors import ConfigError
 from lm.models.cache import KVCache
 from lm.models.fast_linear import Linear
 from lm.models.masks import causal_mask, check_mask_and_positions
-from lm.models.pretrained import CausalLM, PretrainedModel, SequenceClassifier
+from lm.models.pretrained import CausalLM, HFConfig, PretrainedModel, SequenceClassifier
 from lm.utils import show
 
 ACTIVATIONS = {  # config.json "activation_function" -> our function
@@ -61,7 +60,9 @@ ACTIVATIONS = {  # config.json "activation_function" -> our function
 
 
 @dataclass
-class GPT2Config:
+class GPT2Config(HFConfig):
+    model_type = "gpt2"              # config.json's model_type (a class attribute, not a field)
+
     vocab_size: int = 50257          # tokens in the vocabulary (GPT-2: 50,257 byte-level BPE tokens)
     n_positions: int = 1024          # longest sequence (rows of the position embedding)
     n_embd: int = 768                # model width C
@@ -82,9 +83,6 @@ class GPT2Config:
     pad_token_id: int | None = None  # the classifier head reads the last token that is not this one
     num_labels: int = 2              # classifier head outputs (from id2label when present)
     extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, kept for saving
-
-    def __post_init__(self) -> None:
-        self.validate()
 
     @property
     def head_dim(self) -> int:
@@ -126,29 +124,8 @@ class GPT2Config:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "GPT2Config":
         """Build from a Hugging Face config dict; unknown keys are kept in `extra`."""
-        known = {f.name for f in fields(cls)} - {"extra"}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        if "num_labels" not in kwargs and isinstance(d.get("id2label"), dict) and d["id2label"]:
-            kwargs["num_labels"] = len(d["id2label"])
-        extra = {k: v for k, v in d.items() if k not in known}
-        try:
-            cfg = cls(**kwargs, extra=extra)
-        except ConfigError as e:
-            raise CheckpointError(source, str(e).split(": ", 1)[-1]) from None
-        except TypeError as e:
-            raise CheckpointError(source, f"bad config: {e}") from None
-        return cfg
+        return cls._from_known_keys(d, source)
 
-    @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "GPT2Config":
-        """Read a Hugging Face `config.json` (CheckpointError naming the file if it is not one)."""
-        return cls.from_dict(read_config(path, "gpt2"), str(path))
-
-    def to_dict(self) -> dict:
-        d = dict(self.extra)
-        d.update({k: v for k, v in asdict(self).items() if k != "extra"})
-        d["model_type"] = "gpt2"
-        return d
 
 
 # --------------------------------------------------------------------------------------------

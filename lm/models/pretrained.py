@@ -11,7 +11,8 @@ and this mixin turns them into the same two entry points for every family:
     Model.check_pretrained(folder)   everything from_pretrained checks, from the file headers only
     Model.from_pretrained(folder, dtype=None | "auto" | torch dtype, device="cpu")
 
-`PretrainedModel` (below) is the base of every family's model classes: it writes `read_config`,
+`HFConfig` is the base of every family's config dataclass (checked when built, built from a
+config.json dict the same way). `PretrainedModel` (below) is the base of every family's model classes: it writes `read_config`,
 `state_from`, `save_pretrained`, `new_cache` and `num_parameters` once, from what the family
 states (its config class, its block-list name, its key-layout conversion; see the class). The two
 heads every family offers are written once too: `CausalLM` (logits, tied to the embedding or
@@ -27,15 +28,17 @@ before a byte is allocated, a config.json whose weights would not fit in this ma
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 import torch.nn as nn
 
 from lm.checkpoints.checks import check_finite, check_fits_memory, check_layer_count
-from lm.checkpoints.hf import check_tokenizer_fits, load_folder, save_weights
-from lm.errors import ConfigError
+from lm.checkpoints.hf import check_tokenizer_fits, load_folder, read_config, save_weights
+from lm.errors import CheckpointError, ConfigError
 from lm.models.cache import KVCache
 from lm.models.fast_linear import Linear, linear
 from lm.models.masks import last_token_index
@@ -62,6 +65,46 @@ def load_itemsize(dtype: torch.dtype | str | None) -> int:
     """Bytes per parameter once loaded with `dtype` (see `resolve_dtype`); for "auto", 2 (the
     smallest we read: a lower bound before the file's dtype is known)."""
     return 2 if dtype == "auto" else resolve_dtype(dtype, {}).itemsize
+
+
+class HFConfig:
+    """The base of a family's config dataclass (no fields of its own, so the family's field order,
+    and the order of its config.json, stay its own). The dataclass defines `model_type`,
+    `validate(source)`, `from_dict(d, source)` and the fields `num_labels` and `extra`."""
+
+    model_type: ClassVar[str]            # config.json's "model_type" of the family ("gpt2", "qwen2")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike):
+        """Read a Hugging Face `config.json` (CheckpointError naming the file if it is not this family's)."""
+        return cls.from_dict(read_config(path, cls.model_type), str(path))
+
+    def to_dict(self) -> dict:
+        """config.json's keys: the file's other keys (`extra`), then every field, and model_type."""
+        d = dict(self.extra)
+        d.update({k: v for k, v in asdict(self).items() if k != "extra"})
+        d["model_type"] = self.model_type
+        return d
+
+    @classmethod
+    def _from_known_keys(cls, d: dict, source: str):
+        """The dataclass from a config.json dict: its fields taken by name, `num_labels` from `id2label`
+        when absent, every other key kept in `extra` (written back when saving); a bad value is a
+        CheckpointError naming `source`."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "num_labels" not in kwargs and isinstance(d.get("id2label"), dict) and d["id2label"]:
+            kwargs["num_labels"] = len(d["id2label"])
+        extra = {k: v for k, v in d.items() if k not in known}
+        try:
+            return cls(**kwargs, extra=extra)
+        except ConfigError as e:
+            raise CheckpointError(source, str(e).split(": ", 1)[-1]) from None
+        except TypeError as e:
+            raise CheckpointError(source, f"bad config: {e}") from None
 
 
 class HFPretrained:
