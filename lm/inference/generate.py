@@ -6,10 +6,12 @@ newest token: an attention model keeps the keys and values of earlier positions 
 RNN keeps its hidden state. Either way, one pass over the weights per token.
 
 Every model implements one small protocol, which is all this module knows of it:
+`GenerationModel` (lm/inference/protocol.py, where each argument is described):
 
-    model.forward(input_ids, attention_mask=None, position_ids=None, cache=None, last_only=False)
-        -> logits (B, T, V); advances `cache` (which has a `.length`) by T positions
-    model.new_cache(batch, max_len) -> an empty cache
+    model.new_cache(batch, max_len) -> an empty cache (`cache.length == 0`)
+    model(input_ids, attention_mask=None, position_ids=None, cache=None, last_only=False)
+        -> logits (B, T, V), or (B, 1, V) with last_only (generation passes True and reads
+           logits[:, -1]); the call advances `cache.length` by T
     model.config.vocab_size; optional: n_positions (a length limit), pad/eos_token_id
 
 Batches: prompts of different lengths are padded on the *left*, so every row's next token goes
@@ -35,9 +37,12 @@ from typing import Callable, Generator, Iterator, Sequence
 
 import torch
 
+from lm.inference.protocol import Cache, GenerationModel
 from lm.inference.sampling import SamplingConfig, sample_next, token_counts
 from lm.inference.stops import decode_new
 from lm.errors import ConfigError
+
+__all__ = ["Cache", "GenerationModel", "generate", "generate_steps", "generate_text", "left_pad", "stream_ids"]
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

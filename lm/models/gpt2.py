@@ -18,9 +18,11 @@ at the last real token, for 5.6), `GPT2Base` (hidden states only); all share `fr
 `save_pretrained`. The configuration (`GPT2Config`, the fields of `config.json`) comes first; the
 linear layers are `lm.models.fast_linear.Linear` (an `nn.Linear` with a faster CPU inference
 kernel). Generation goes through `lm/inference/generate.py` with the protocol every model here
-implements: `forward(input_ids, attention_mask=None, position_ids=None, cache=None)` and
-`new_cache(batch, max_len)`; the KV cache, the mask builder and the position ids are chapter 4's
-(`lm/models/transformer.py`).
+implements (`lm.inference.protocol.GenerationModel`: `forward(input_ids, attention_mask,
+position_ids, cache, last_only)` and `new_cache(batch, max_len)`); the KV cache
+(`lm/models/cache.py`), the mask builder and the position ids (`lm/models/masks.py`) are the ones
+chapter 4's decoder and Qwen2 use. Loading, saving and the cache's shape come from the shared
+base `lm.models.pretrained.PretrainedModel`; this file states only what is GPT-2's.
 
     >>> cfg = GPT2Config(vocab_size=512, n_embd=64, n_layer=2, n_head=4)
     >>> cfg.head_dim
@@ -33,23 +35,21 @@ implements: `forward(input_ids, attention_mask=None, position_ids=None, cache=No
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lm.checkpoints.checks import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
-                                   check_token_id)
-from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf, read_config
-from lm.checkpoints.safetensors import save_safetensors
-from lm.errors import CheckpointError, ConfigError
-from lm.models.fast_linear import Linear, linear
-from lm.models.pretrained import HFPretrained
-from lm.models.transformer import KVCache, causal_mask, positions_from_mask
-from lm.utils import atomic_write_json, show
+from lm.checkpoints.checks import check_bool, check_int, check_label_maps, check_number, check_token_id
+from lm.checkpoints.hf import gpt2_from_hf, gpt2_to_hf
+from lm.errors import ConfigError
+from lm.models.cache import KVCache
+from lm.models.fast_linear import Linear
+from lm.models.masks import causal_mask, check_mask_and_positions
+from lm.models.pretrained import CausalLM, HFConfig, PretrainedModel, SequenceClassifier
+from lm.utils import show
 
 ACTIVATIONS = {  # config.json "activation_function" -> our function
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -60,7 +60,9 @@ ACTIVATIONS = {  # config.json "activation_function" -> our function
 
 
 @dataclass
-class GPT2Config:
+class GPT2Config(HFConfig):
+    model_type = "gpt2"              # config.json's model_type (a class attribute, not a field)
+
     vocab_size: int = 50257          # tokens in the vocabulary (GPT-2: 50,257 byte-level BPE tokens)
     n_positions: int = 1024          # longest sequence (rows of the position embedding)
     n_embd: int = 768                # model width C
@@ -81,9 +83,6 @@ class GPT2Config:
     pad_token_id: int | None = None  # the classifier head reads the last token that is not this one
     num_labels: int = 2              # classifier head outputs (from id2label when present)
     extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, kept for saving
-
-    def __post_init__(self) -> None:
-        self.validate()
 
     @property
     def head_dim(self) -> int:
@@ -125,29 +124,8 @@ class GPT2Config:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "GPT2Config":
         """Build from a Hugging Face config dict; unknown keys are kept in `extra`."""
-        known = {f.name for f in fields(cls)} - {"extra"}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        if "num_labels" not in kwargs and isinstance(d.get("id2label"), dict) and d["id2label"]:
-            kwargs["num_labels"] = len(d["id2label"])
-        extra = {k: v for k, v in d.items() if k not in known}
-        try:
-            cfg = cls(**kwargs, extra=extra)
-        except ConfigError as e:
-            raise CheckpointError(source, str(e).split(": ", 1)[-1]) from None
-        except TypeError as e:
-            raise CheckpointError(source, f"bad config: {e}") from None
-        return cfg
+        return cls._from_known_keys(d, source)
 
-    @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "GPT2Config":
-        """Read a Hugging Face `config.json` (CheckpointError naming the file if it is not one)."""
-        return cls.from_dict(read_config(path, "gpt2"), str(path))
-
-    def to_dict(self) -> dict:
-        d = dict(self.extra)
-        d.update({k: v for k, v in asdict(self).items() if k != "extra"})
-        d["model_type"] = "gpt2"
-        return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,40 +214,35 @@ class GPT2Model(nn.Module):
                 position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         """`attention_mask` (B, past+T): 1 for real tokens, 0 for (left) padding, covering cached
         positions too. `position_ids` (B, T) default to counting real tokens from the mask."""
-        B, T = input_ids.shape
+        T = input_ids.shape[-1]
         past = cache.length if cache is not None else 0
-        S = past + T
-        if S > self.config.n_positions:
-            raise ConfigError(f"sequence of {S} tokens is longer than n_positions={self.config.n_positions}")
-        if attention_mask is not None:
-            if attention_mask.shape != (B, S):
-                raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, S)} "
-                                  "(it covers cached and new positions)")
-            if bool(attention_mask.all()):
-                attention_mask = None                               # no padding: the fast causal path
-        if position_ids is None:
-            if attention_mask is not None:
-                position_ids = positions_from_mask(attention_mask)[:, past:]        # (B, T)
-            else:
-                position_ids = torch.arange(past, S, device=input_ids.device)[None]  # (1, T)
-        mask = causal_mask(attention_mask, past, T, input_ids.device)
+        if past + T > self.config.n_positions:
+            raise ConfigError(f"sequence of {past + T} tokens is longer than n_positions={self.config.n_positions}")
+        attention_mask, position_ids = check_mask_and_positions(input_ids, attention_mask, position_ids, past)
+        mask = causal_mask(attention_mask, past, T, input_ids.device)   # (B or 1, 1, T, past+T) or None
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
         for block in self.h:
-            x = block(x, mask, cache)
-        if cache is not None:
-            cache.length = S
+            x = block(x, mask, cache)                                # (B, T, C); the last advances cache
         return self.ln_f(x)                                          # (B, T, C)
 
 
-class _Pretrained(HFPretrained, nn.Module):
-    """Shared loading/saving for the model with a head: `self.transformer` is a GPT2Model."""
+class _Pretrained(PretrainedModel):
+    """GPT-2's part of loading and saving (the rest is `PretrainedModel`'s): the body is
+    `self.transformer`, a GPT2Model; the classes below add a head."""
 
+    config_class = GPT2Config
     _architecture = "GPT2Model"          # written into config.json "architectures"
+    _dtype_key = "dtype"                 # config.json's key for the weights' dtype (transformers 5)
+    _layers_key = "h"                    # checkpoint names of the blocks: transformer.h.0., ...
+    _body, _embedding = "transformer", "transformer.wte"   # the body set in __init__; the token embedding
     _prefix = "transformer."             # key prefix of the base model in checkpoint files
-    _other_heads = ("lm_head.", "score.")  # keys of other architectures' heads: ignored when loading
-    _head = "none"                       # GPT2Config.num_parameters(head): what this class holds
 
     config: GPT2Config
+
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        self.config = config
+        self.transformer = GPT2Model(config)
 
     def init_weights(self) -> None:
         """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
@@ -284,112 +257,39 @@ class _Pretrained(HFPretrained, nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    @staticmethod
+    def _attention_shape(config: GPT2Config) -> tuple[int, int, int]:
+        """(layers, key/value heads, head width): every head has its own keys and values."""
+        return config.n_layer, config.n_head, config.head_dim
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty KV cache for `batch` rows of up to `max_len` positions (the generation protocol)."""
-        c, p = self.config, next(self.parameters())
-        return KVCache(c.n_layer, batch, c.n_head, max_len, c.head_dim, p.dtype, p.device)
-
-    # ---- checkpoints ----------------------------------------------------------------------
     def _to_file_keys(self) -> dict[str, torch.Tensor]:
         """Our state dict in the Hugging Face layout: Conv1D weights transposed, tied head dropped."""
         return gpt2_to_hf(self.state_dict(), keep_prefix=bool(self._prefix))
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write `config.json` and `model.safetensors` in the layout `transformers` reads."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        d = self.config.to_dict()
-        d["architectures"] = [self._architecture]
-        d["dtype"] = str(next(self.parameters()).dtype).removeprefix("torch.")
-        atomic_write_json(folder / "config.json", d)
-        save_safetensors(self._to_file_keys(), folder / "model.safetensors", {"format": "pt"})
-
     @classmethod
-    def read_config(cls, folder: str | os.PathLike) -> GPT2Config:
-        """The folder's `config.json` as a GPT2Config (CheckpointError naming the file if it is not one)."""
-        return GPT2Config.from_json(Path(folder) / "config.json")
-
-    @classmethod
-    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config: GPT2Config) -> dict[str, torch.Tensor]:
-        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes
-        (the layer count first, from the names: the shapes of 10**6 layers would take minutes to build)."""
-        check_layer_count(tensors, path, config.n_layer, "h")
-        with torch.device("meta"):
-            model = cls(config)                                       # shapes only, no memory, no init
-        expected = {k: v.shape for k, v in model.state_dict().items()}
+    def _from_file_keys(cls, tensors: dict[str, torch.Tensor], path: Path,
+                        expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+        """The file's keys (either layout) renamed to ours, Conv1D weights transposed, checked against `expected`."""
         return gpt2_from_hf(tensors, path, expected, cls._other_heads)
 
 
-class GPT2(_Pretrained):
-    """GPT-2 language model: hidden states -> logits over the vocabulary (tied to `wte` by default)."""
+class GPT2(CausalLM, _Pretrained):
+    """GPT-2 language model: hidden states -> logits over the vocabulary (tied to `wte` by default;
+    `forward`, `hidden_states`, `output_weight`: lm.models.pretrained.CausalLM)."""
 
     _architecture = "GPT2LMHeadModel"
-    _head = "lm"
-    _other_heads = ("score.", "lm_head.")  # lm_head.weight is in `expected` only when not tied
-
-    def __init__(self, config: GPT2Config):
-        super().__init__()
-        self.config = config
-        self.transformer = GPT2Model(config)
-        # Tied head: logits = h @ wte.T, so no separate parameter exists (and none is saved).
-        self.lm_head = None if config.tie_word_embeddings else Linear(config.n_embd, config.vocab_size, bias=False)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V); with `last_only` only the last position's (B, 1, V) (all generation needs)."""
-        h = self.hidden_states(input_ids, attention_mask, position_ids, cache)  # (B, T, C)
-        if last_only:
-            h = h[:, -1:]                                                         # (B, 1, C)
-        return linear(h, self.output_weight())                                    # (B, T, V)
-
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """The final hidden states (B, T, C), before the output layer (GRPO applies it only where it reads)."""
-        return self.transformer(input_ids, attention_mask, position_ids, cache)
-
-    def output_weight(self) -> torch.Tensor:
-        """The output layer's weight (V, C): `wte` when tied, else `lm_head`."""
-        return self.transformer.wte.weight if self.lm_head is None else self.lm_head.weight
 
 
-class GPT2ForSequenceClassification(_Pretrained):
+class GPT2ForSequenceClassification(SequenceClassifier, _Pretrained):
     """GPT-2 as a classifier (5.6): a linear `score` head (no bias) read at the last real token.
 
     The last real token is the rightmost one that is not `pad_token_id` (or, given an attention
-    mask, the rightmost position with mask 1) -- the Hugging Face convention.
+    mask, the rightmost position with mask 1) -- the Hugging Face convention
+    (lm.models.pretrained.SequenceClassifier).
     """
 
     _architecture = "GPT2ForSequenceClassification"
-    _head = "classifier"
     _other_heads = ("lm_head.",)
-
-    def __init__(self, config: GPT2Config):
-        super().__init__()
-        self.config = config
-        self.transformer = GPT2Model(config)
-        self.score = Linear(config.n_embd, config.num_labels, bias=False)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits (B, num_labels)."""
-        h = self.transformer(input_ids, attention_mask)                          # (B, T, C)
-        B, T = input_ids.shape
-        idx = torch.arange(T, device=input_ids.device)                           # (T,)
-        if attention_mask is not None:
-            real = attention_mask.bool()
-        elif self.config.pad_token_id is not None:
-            real = input_ids != self.config.pad_token_id
-        else:
-            real = torch.ones_like(input_ids, dtype=torch.bool)
-        last = torch.where(real, idx, -1).max(dim=-1).values.clamp(min=0)         # (B,)
-        return self.score(h[torch.arange(B, device=h.device), last])              # (B, num_labels)
 
 
 class GPT2Base(_Pretrained):
@@ -398,11 +298,8 @@ class GPT2Base(_Pretrained):
     _prefix = ""
 
     def __init__(self, config: GPT2Config):
-        super().__init__()
-        self.config = config
-        self.transformer = GPT2Model(config)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
+        super().__init__(config)
+        self._init_unless_meta()
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None):
         """Last hidden states (B, T, C), after the final LayerNorm."""

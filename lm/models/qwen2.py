@@ -7,8 +7,9 @@
 What is the same as `lm/models/transformer.py` (chapter 4): pre-norm residual blocks, RMSNorm
 (`RMSNorm` is reused; Qwen computes it in float32 and rounds back to the model's dtype before the
 scale, so bf16 models match the reference library), rotary position embeddings, causal attention
-with `causal_mask` / `positions_from_mask` / `KVCache`. What differs, all dictated by the released
-weights:
+with the shared mask helpers (`lm/models/masks.py`) and KV cache (`lm/models/cache.py`), the
+generation protocol (`lm.inference.protocol.GenerationModel`), loading and saving from
+`lm.models.pretrained.PretrainedModel`. What differs, all dictated by the released weights:
 - grouped-query attention: `num_key_value_heads` (2 for Qwen2.5-0.5B) key/value heads, each shared
   by a group of `num_attention_heads / num_key_value_heads` query heads (14 / 2 = 7). The KV cache
   stores the 2 heads once, not repeated: 7x less cache memory than multi-head attention;
@@ -28,13 +29,12 @@ checkpoint maps onto the model by name; only RMSNorm's `weight` is our `scale`
     torch.Size([1, 3, 768])
 
 Classes: `Qwen2` (causal LM), `Qwen2ForSequenceClassification` (a `score` head read at each row's
-last real token, as GPT-2's); both load and save Hugging Face folders.
+last real token, as GPT-2's); both load and save Hugging Face folders. Their configuration,
+`Qwen2Config` (config.json read as transformers reads it), is in lm/models/qwen2_config.py.
 """
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -42,189 +42,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lm.checkpoints.checks import (check_bool, check_int, check_label_maps, check_layer_count, check_number,
-                                   check_token_id)
-from lm.checkpoints.hf import qwen2_from_hf, qwen2_to_hf, read_config, save_weights
-from lm.errors import CheckpointError, ConfigError
-from lm.models.fast_linear import Linear, linear
+from lm.checkpoints.hf import qwen2_from_hf, qwen2_to_hf
+from lm.models.cache import KVCache
+from lm.models.fast_linear import Linear
 from lm.models import lean_ops
 from lm.models.lean_ops import rms_norm, swiglu_down
-from lm.models.pretrained import HFPretrained
-from lm.models.transformer import KVCache, RMSNorm, causal_mask, check_mask_and_positions, last_token_index
-from lm.utils import atomic_write_json, show
+from lm.models.masks import causal_mask, check_mask_and_positions
+from lm.models.pretrained import CausalLM, PretrainedModel, SequenceClassifier
+from lm.models.qwen2_config import ROPE_KEYS, TRANSFORMERS_DEFAULTS, Qwen2Config
+from lm.models.transformer import RMSNorm
 
-ROPE_KEYS = ("rope_theta", "rope_type", "type")   # what rope_parameters / rope_scaling may hold
-# What transformers' Qwen2Config (v5, a @strict dataclass) takes for a key config.json leaves out;
-# a config.json is read with these, not with our dataclass defaults (Qwen2.5-0.5B's shapes), so a
-# folder loads as transformers loads it: no tie_word_embeddings means an untied `lm_head`, no
-# num_key_value_heads means 32 (null: as many as num_attention_heads), no bos/eos ids.
-TRANSFORMERS_DEFAULTS = dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
-                             num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=32768,
-                             rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=False, attention_dropout=0.0,
-                             initializer_range=0.02, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-
-
-@dataclass
-class Qwen2Config:
-    """Defaults are Qwen2.5-0.5B's shapes (the book's GRPO model); 1.5B: hidden 1536, 28 layers,
-    12 heads, intermediate 8960."""
-    vocab_size: int = 151936             # rows of the embedding (151,665 tokens padded to 151,936)
-    hidden_size: int = 896               # model width C
-    intermediate_size: int = 4864        # MLP width (gate and up projections)
-    num_hidden_layers: int = 24          # decoder blocks
-    num_attention_heads: int = 14        # query heads
-    num_key_value_heads: int = 2         # key/value heads, each shared by heads/kv_heads query heads
-    head_dim: int | None = None          # width of one head; None: hidden_size / num_attention_heads
-    max_position_embeddings: int = 32768  # context the model was trained for (not enforced: RoPE has no table)
-    rope_theta: float = 1_000_000.0      # RoPE base: dimension pair i turns by position * theta^(-2i/d)
-    rms_norm_eps: float = 1e-6           # RMSNorm epsilon, inside the square root
-    hidden_act: str = "silu"             # MLP gate nonlinearity (only silu is implemented)
-    tie_word_embeddings: bool = True     # output layer = the embedding matrix (0.5B, 1.5B: yes)
-    attention_dropout: float = 0.0       # dropout on attention weights (training only)
-    initializer_range: float = 0.02      # std of the normal init for a model trained from scratch
-    bos_token_id: int | None = 151643    # <|endoftext|>
-    eos_token_id: int | None = 151645    # <|im_end|> for the Instruct models (a list in config.json: the first)
-    pad_token_id: int | None = None      # the classifier head reads the last token that is not this one
-    num_labels: int = 2                  # classifier head outputs (from id2label when present)
-    extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, kept for saving
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def head_size(self) -> int:
-        return self.head_dim or self.hidden_size // self.num_attention_heads
-
-    def validate(self, source: str = "Qwen2Config") -> None:
-        """Each field's type and range (a ConfigError naming the field and the value)."""
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "max_position_embeddings", "num_labels"):
-            check_int(source, name, getattr(self, name))
-        check_int(source, "head_dim", self.head_dim, none_ok=True)
-        check_number(source, "rope_theta", self.rope_theta, low=0.0, low_open=True)
-        check_number(source, "rms_norm_eps", self.rms_norm_eps, low=0.0, low_open=True)   # -1: NaN logits
-        check_number(source, "attention_dropout", self.attention_dropout, high=1.0)
-        check_number(source, "initializer_range", self.initializer_range)
-        check_bool(source, "tie_word_embeddings", self.tie_word_embeddings)
-        check_token_id(source, "bos_token_id", self.bos_token_id)
-        check_token_id(source, "eos_token_id", self.eos_token_id)
-        check_token_id(source, "pad_token_id", self.pad_token_id, self.vocab_size)   # embedded, so in the vocabulary
-        check_label_maps(source, self.extra, self.num_labels)
-        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"{source}: hidden_size {self.hidden_size} is not divisible by "
-                              f"num_attention_heads {self.num_attention_heads}")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ConfigError(f"{source}: num_attention_heads {self.num_attention_heads} is not a multiple of "
-                              f"num_key_value_heads {self.num_key_value_heads}")
-        if self.head_size % 2 or self.head_size <= 0:
-            raise ConfigError(f"{source}: head width {self.head_size} must be even (RoPE rotates pairs)")
-        if not isinstance(self.hidden_act, str) or self.hidden_act not in ("silu", "swish"):
-            raise ConfigError(f"{source}: hidden_act {show(self.hidden_act)} is not supported (only silu)")
-
-    def num_parameters(self, head: str = "lm") -> int:
-        """The parameter count of the model this config describes, from the shapes alone (exact
-        Python integers: nothing is built). `head`: "lm" (the output layer, none when tied),
-        "classifier" (a score layer of num_labels rows) or "none" (the bare Qwen2Model)."""
-        C, D, L = self.hidden_size, self.head_size, self.num_hidden_layers
-        H, KV, inner = self.num_attention_heads, self.num_key_value_heads, self.intermediate_size
-        attention = C * H * D + H * D + 2 * (C * KV * D + KV * D) + H * D * C   # q (+bias), k, v (+bias), o
-        block = attention + 3 * C * inner + 2 * C                               # + SwiGLU + two norms
-        out = {"lm": 0 if self.tie_word_embeddings else self.vocab_size * C,
-               "classifier": self.num_labels * C, "none": 0}[head]
-        return self.vocab_size * C + L * block + C + out
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "Qwen2Config":
-        """Build from a Hugging Face config dict, either layout: `rope_theta` / `torch_dtype` at the top
-        (the hub's files) or `rope_parameters` / `dtype` (transformers 5). Refuses, naming the key,
-        what this model does not implement: sliding-window attention in use, rope scaling, other
-        activations, multimodal RoPE, quantized weights. A key the dict lacks takes transformers'
-        default (TRANSFORMERS_DEFAULTS), not this dataclass's."""
-        d = {**TRANSFORMERS_DEFAULTS, **d}
-        if d["num_key_value_heads"] is None:                    # transformers: null -> one per query head
-            d["num_key_value_heads"] = d["num_attention_heads"]
-        for key, value, why in (("use_sliding_window", True, "sliding-window attention"),
-                                ("use_mrope", True, "multimodal RoPE (Qwen2-VL)")):
-            if key in d and not isinstance(d[key], bool):
-                raise CheckpointError(source, f"{key} must be true or false, got {show(d[key])}")
-            if d.get(key) == value:
-                raise CheckpointError(source, f"{key}={value}: {why} is not implemented")
-        if "quantization_config" in d:
-            raise CheckpointError(source, "quantization_config: quantized weights are not supported")
-        layer_types = d.get("layer_types")
-        if layer_types is not None:
-            if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types):
-                raise CheckpointError(source, f"layer_types must be null or a list of strings, got {show(layer_types)}")
-            if any(t != "full_attention" for t in layer_types):
-                raise CheckpointError(source, f"layer_types {show(sorted(set(layer_types)))}: only full_attention "
-                                              "is implemented (no sliding-window layers)")
-            if len(layer_types) != d["num_hidden_layers"]:
-                raise CheckpointError(source, f"layer_types lists {len(layer_types)} layers but num_hidden_layers "
-                                              f"is {show(d['num_hidden_layers'])}")
-        d["rope_theta"] = _rope_theta(d, source)
-        for key in ("rope_parameters", "rope_scaling", "dtype", "torch_dtype"):
-            d.pop(key, None)                                    # read above / rewritten when saving
-        if isinstance(d.get("eos_token_id"), list):             # [im_end, endoftext]: the first one stops
-            for n, i in enumerate(d["eos_token_id"]):
-                try:
-                    check_token_id(source, f"eos_token_id[{n}]", i)
-                except ConfigError as e:
-                    raise CheckpointError(source, str(e).split(": ", 1)[-1]) from None
-            d["eos_token_id"] = d["eos_token_id"][0] if d["eos_token_id"] else None
-        known = {f.name for f in fields(cls)} - {"extra"}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        if "num_labels" not in kwargs and isinstance(d.get("id2label"), dict) and d["id2label"]:
-            kwargs["num_labels"] = len(d["id2label"])
-        extra = {k: v for k, v in d.items() if k not in known}
-        try:
-            return cls(**kwargs, extra=extra)
-        except ConfigError as e:
-            raise CheckpointError(source, str(e).split(": ", 1)[-1]) from None
-        except TypeError as e:
-            raise CheckpointError(source, f"bad config: {e}") from None
-
-    @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "Qwen2Config":
-        """Read a Hugging Face `config.json` (CheckpointError naming the file if it is not Qwen2's)."""
-        return cls.from_dict(read_config(path, "qwen2"), str(path))
-
-    def to_dict(self) -> dict:
-        """The hub's layout (top-level rope_theta), which transformers 4 and 5 both read."""
-        d = dict(self.extra)
-        d.update({k: v for k, v in asdict(self).items() if k != "extra" and not (k == "head_dim" and v is None)})
-        d["model_type"] = "qwen2"
-        d["rope_scaling"] = None
-        return d
-
-
-def _rope_theta(d: dict, source: str) -> float:
-    """rope_theta from either layout; any rope type but the default one is refused. Absent from
-    both: transformers' default 10000; given as null: refused (it is no base)."""
-    theta = d.get("rope_theta")
-    if "rope_theta" in d and theta is None:
-        raise CheckpointError(source, "rope_theta must be a positive number, got None")
-    for key in ("rope_parameters", "rope_scaling"):
-        params = d.get(key)
-        if params is None:
-            continue
-        if not isinstance(params, dict):
-            raise CheckpointError(source, f"{key} must be an object or null, got {show(params)}")
-        kind = params.get("rope_type", params.get("type", "default"))
-        if kind != "default":
-            raise CheckpointError(source, f"{key}: rope_type {show(kind)} is not implemented (only 'default', "
-                                          "plain RoPE without scaling)")
-        unknown = sorted(set(params) - set(ROPE_KEYS))
-        if unknown:
-            raise CheckpointError(source, f"{key}: {', '.join(unknown)} not implemented")
-        if "rope_theta" in params:
-            if params["rope_theta"] is None:
-                raise CheckpointError(source, f"{key}.rope_theta must be a positive number, got None")
-            if theta is not None and theta != params["rope_theta"]:
-                raise CheckpointError(source, f"rope_theta {show(theta)} and {key}.rope_theta "
-                                              f"{show(params['rope_theta'])} disagree")
-            theta = params["rope_theta"]
-    return 10000.0 if theta is None else theta           # transformers' default when absent
-
+__all__ = ["ROPE_KEYS", "TRANSFORMERS_DEFAULTS", "Qwen2Config",   # the configuration (qwen2_config.py), then the model
+           "Qwen2RMSNorm", "rope_cos_sin", "rope_half", "Qwen2Attention", "Qwen2MLP", "Qwen2Block", "Qwen2Model",
+           "Qwen2", "Qwen2ForSequenceClassification", "attention_reference"]
 
 # --------------------------------------------------------------------------------------------
 # The pieces
@@ -351,9 +181,7 @@ class Qwen2Model(nn.Module):
             if recompute:
                 x = checkpoint(layer, x, cos, sin, mask, None, use_reentrant=False)  # (B, T, C)
             else:
-                x = layer(x, cos, sin, mask, cache)                                   # (B, T, C)
-        if cache is not None:
-            cache.length = past + T
+                x = layer(x, cos, sin, mask, cache)                   # (B, T, C); the last advances cache
         return self.norm(x)                                                  # (B, T, C)
 
 
@@ -361,15 +189,23 @@ class Qwen2Model(nn.Module):
 # Loading and saving, shared by the LM and the classifier
 # --------------------------------------------------------------------------------------------
 
-class _Qwen2Pretrained(HFPretrained, nn.Module):
-    """`self.model` is a Qwen2Model; subclasses add a head."""
+class _Qwen2Pretrained(PretrainedModel):
+    """Qwen2's part of loading and saving (the rest is `PretrainedModel`'s): the body is
+    `self.model`, a Qwen2Model; the classes below add a head."""
 
+    config_class = Qwen2Config
     _architecture = "Qwen2Model"
-    _other_heads = ("lm_head.", "score.")     # other architectures' heads in a file: ignored when loading
-    _head = "none"                            # Qwen2Config.num_parameters(head): what this class holds
+    _dtype_key = "torch_dtype"                # config.json's key for the weights' dtype (the hub's files)
+    _layers_key = "layers"                    # checkpoint names of the blocks: model.layers.0., ...
+    _body, _embedding = "model", "model.embed_tokens"     # the body set in __init__; the token embedding
 
     config: Qwen2Config
     model: Qwen2Model
+
+    def __init__(self, config: Qwen2Config):
+        super().__init__()
+        self.config = config
+        self.model = Qwen2Model(config)
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -382,96 +218,35 @@ class _Qwen2Pretrained(HFPretrained, nn.Module):
             else:
                 nn.init.normal_(p, 0.0, self.config.initializer_range)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    @staticmethod
+    def _attention_shape(config: Qwen2Config) -> tuple[int, int, int]:
+        """(layers, key/value heads, head width): the cache holds num_key_value_heads heads per layer."""
+        return config.num_hidden_layers, config.num_key_value_heads, config.head_size
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty KV cache: num_key_value_heads heads per layer (the generation protocol)."""
-        c, p = self.config, self.model.embed_tokens.weight
-        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, max_len, c.head_size, p.dtype, p.device)
-
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_bytes: int | None = None) -> None:
-        """Write `config.json` and the weights (one `model.safetensors`, or shards of at most
-        `max_shard_bytes` with an index) in the layout the reference library reads."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        d = self.config.to_dict()
-        d["architectures"] = [self._architecture]
-        d["torch_dtype"] = str(self.model.embed_tokens.weight.dtype).removeprefix("torch.")
-        atomic_write_json(folder / "config.json", d)
-        save_weights(qwen2_to_hf(self.state_dict()), folder, max_shard_bytes)
+    def _to_file_keys(self) -> dict[str, torch.Tensor]:
+        """Our state dict in the Hugging Face layout (RMSNorm's `scale` is the file's `weight`)."""
+        return qwen2_to_hf(self.state_dict())
 
     @classmethod
-    def read_config(cls, folder: str | os.PathLike) -> Qwen2Config:
-        """The folder's `config.json` as a Qwen2Config (CheckpointError naming the file if it is not one)."""
-        return Qwen2Config.from_json(Path(folder) / "config.json")
-
-    @classmethod
-    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config: Qwen2Config) -> dict[str, torch.Tensor]:
-        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes;
-        other heads' weights (e.g. `score.` when loading the LM) are ignored. The layer count is
-        checked from the names first: building the shapes of 10**6 layers would take minutes."""
-        check_layer_count(tensors, path, config.num_hidden_layers, "layers")
-        with torch.device("meta"):
-            model = cls(config)                                   # shapes only: no memory, no init
-        expected = {k: v.shape for k, v in model.state_dict().items()}
+    def _from_file_keys(cls, tensors: dict[str, torch.Tensor], path: Path,
+                        expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+        """The file's keys (with or without `model.`) renamed to ours, checked against `expected`."""
         return qwen2_from_hf(tensors, path, expected, cls._other_heads)
 
 
-class Qwen2(_Qwen2Pretrained):
-    """Qwen2 causal language model: hidden states -> logits (tied to `embed_tokens` or `lm_head`)."""
+class Qwen2(CausalLM, _Qwen2Pretrained):
+    """Qwen2 causal language model: hidden states -> logits (tied to `embed_tokens` or `lm_head`;
+    `forward`, `hidden_states`, `output_weight`: lm.models.pretrained.CausalLM)."""
 
     _architecture = "Qwen2ForCausalLM"
-    _head = "lm"
-
-    def __init__(self, config: Qwen2Config):
-        super().__init__()
-        self.config = config
-        self.model = Qwen2Model(config)
-        # Tied: logits = h @ embed_tokens.T, no separate parameter (and none saved).
-        self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V); with `last_only` only the last position's (B, 1, V)."""
-        h = self.hidden_states(input_ids, attention_mask, position_ids, cache)   # (B, T, C)
-        if last_only:
-            h = h[:, -1:]                                                        # (B, 1, C)
-        return linear(h, self.output_weight())                                   # (B, T, V)
-
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """The final hidden states (B, T, C), before the output layer (GRPO applies it only where it reads)."""
-        return self.model(input_ids, attention_mask, position_ids, cache)
-
-    def output_weight(self) -> torch.Tensor:
-        """The output layer's weight (V, C): `embed_tokens` when tied, else `lm_head`."""
-        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
 
-class Qwen2ForSequenceClassification(_Qwen2Pretrained):
+class Qwen2ForSequenceClassification(SequenceClassifier, _Qwen2Pretrained):
     """Qwen2 as a classifier: a linear `score` head (no bias) read at each row's last real token
-    (the rightmost mask-1 position; without a mask, the rightmost token that is not `pad_token_id`)."""
+    (the rightmost mask-1 position; without a mask, the rightmost token that is not `pad_token_id`;
+    lm.models.pretrained.SequenceClassifier)."""
 
     _architecture = "Qwen2ForSequenceClassification"
-    _head = "classifier"
-
-    def __init__(self, config: Qwen2Config):
-        super().__init__()
-        self.config = config
-        self.model = Qwen2Model(config)
-        self.score = Linear(config.hidden_size, config.num_labels, bias=False)
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits (B, num_labels)."""
-        h = self.model(input_ids, attention_mask)                                # (B, T, C)
-        last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)  # (B,)
-        return self.score(h[torch.arange(h.shape[0], device=h.device), last])   # (B, num_labels)
 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

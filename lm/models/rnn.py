@@ -15,11 +15,12 @@ Two formulations of the stack give the same numbers:
 - `ElmanRNN.forward`, the fast one: a layer's input projection x_t Wh does not depend on the
   hidden state, so it is one matmul over all positions at once; only h_{t-1} Uh stays in the loop.
 
-Generation (lm/inference/generate.py) drives every model through `forward(input_ids,
-attention_mask=None, position_ids=None, cache=None)` and `new_cache(batch, max_len)`. An RNN's
-cache is simply its hidden state (`RNNState`): a step feeds the newest token and the last state.
-With left padding, a padded position leaves the state as it was (zero), so a padded row computes
-exactly what it would alone. Position ids mean nothing to an RNN and are ignored.
+Generation (lm/inference/generate.py) drives every model through one protocol,
+`lm.inference.protocol.GenerationModel`: `forward(input_ids, attention_mask, position_ids, cache,
+last_only)` and `new_cache(batch, max_len)`. An RNN's cache is simply its hidden state
+(`RNNState`): a step feeds the newest token and the last state. With left padding, a padded
+position leaves the state as it was (zero), so a padded row computes exactly what it would alone.
+Position ids mean nothing to an RNN and are ignored.
 """
 from __future__ import annotations
 
@@ -46,11 +47,19 @@ class RNNConfig:
 
 
 class RNNState:
-    """The RNN's generation cache: the hidden state of every layer after the tokens seen so far."""
+    """The RNN's generation cache: the hidden state of every layer after the tokens seen so far.
+
+    Like the KV cache (lm/models/cache.py) it advances itself: `update` stores the states after
+    T more tokens and counts them.
+    """
 
     def __init__(self, num_layers: int, batch: int, emb_dim: int, dtype: torch.dtype, device: torch.device):
         self.h = torch.zeros(num_layers, batch, emb_dim, dtype=dtype, device=device)  # (L, B, C)
         self.length = 0                                                                # tokens seen
+
+    def update(self, h: torch.Tensor, T: int) -> None:
+        """Keep `h` (L, B, C), the states after T more tokens."""
+        self.h, self.length = h, self.length + T
 
 
 class ElmanRNNUnit(nn.Module):
@@ -138,7 +147,8 @@ class RecurrentLanguageModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: RNNState | None = None,
                 last_only: bool = False) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, V) ((B, 1, V) with `last_only`).
+        """input_ids (B, T) -> logits (B, T, V) ((B, 1, V) with `last_only`): the generation
+        protocol's forward (`lm.inference.protocol.GenerationModel`).
 
         attention_mask (B, past+T): at a 0 (left padding) the state is carried over unchanged. With
         right padding (training batches) it is not needed: a position only sees tokens to its left.
@@ -156,7 +166,7 @@ class RecurrentLanguageModel(nn.Module):
         else:
             h, last = self.rnn(emb, mask, cache.h if cache is not None and cache.length else None)
             if cache is not None:
-                cache.h, cache.length = last, cache.length + T
+                cache.update(last, T)
         if last_only:
             h = h[:, -1:]                                                      # (B, 1, C)
         return self.fc(h)                                                      # (B, T, V)

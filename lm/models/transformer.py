@@ -20,11 +20,12 @@ Pieces, in the book's order:
 
 Weights are stored in the book's `x @ W` orientation: W has shape (in, out).
 
-Generation (lm/inference/generate.py) drives every model through one protocol:
-`forward(input_ids, attention_mask=None, position_ids=None, cache=None)` and `new_cache(batch,
-max_len)`. For this model the cache is a `KVCache`: the keys (with RoPE already applied at their
-absolute positions) and values of every block, so a step feeds only the newest token. The mask
-builder (`causal_mask`) and the cache here serve GPT-2 and Qwen2 too.
+Generation (lm/inference/generate.py) drives every model through one protocol, written once as
+`lm.inference.protocol.GenerationModel` (`forward(input_ids, attention_mask, position_ids, cache,
+last_only)` and `new_cache(batch, max_len)`). For this model the cache is a `KVCache`
+(lm/models/cache.py): the keys (with RoPE already applied at their absolute positions) and values
+of every block, so a step feeds only the newest token. The mask and position helpers are in
+lm/models/masks.py; both modules serve GPT-2 and Qwen2 too (and are still importable from here).
 """
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lm.errors import ConfigError
+from lm.models.cache import KVCache
+from lm.models.masks import causal_mask, check_mask_and_positions, last_token_index, positions_from_mask
+
+__all__ = [  # chapter 4's model, then the cache and mask helpers it used to hold (cache.py, masks.py)
+    "DecoderConfig", "RMSNorm", "rope", "AttentionHead", "ReferenceMultiHeadAttention", "MultiHeadAttention", "MLP",
+    "DecoderBlock", "DecoderLanguageModel", "initialize_weights",
+    "KVCache", "causal_mask", "check_mask_and_positions", "last_token_index", "positions_from_mask"]
 
 
 @dataclass
@@ -103,98 +111,6 @@ def rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: float = 1
     x_even, x_odd = x[..., 0::2], x[..., 1::2]                                 # (..., T, d/2)
     rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)  # (..., T, d/2, 2)
     return rotated.flatten(-2)                                                 # (..., T, d)
-
-
-def causal_mask(attention_mask: torch.Tensor | None, past: int, T: int,
-                device: torch.device) -> torch.Tensor | None:
-    """Boolean (B or 1, 1, T, past+T) mask, True = may attend; None when plain causal attention does.
-
-    Query t sits at absolute position past + t and sees keys at positions <= its own that are
-    not padding (`attention_mask` (B, past+T): 1 = real token, 0 = padding). A padding query
-    would see nothing (a row of -inf gives NaN), so every query also sees itself; padding rows'
-    outputs are never used. The one mask builder of every attention model here (GPT-2, Qwen2).
-    """
-    if attention_mask is None and (T == 1 or past == 0):
-        return None                                                 # sdpa's is_causal does it
-    S = past + T
-    q_pos = torch.arange(past, S, device=device)[:, None]           # (T, 1)
-    k_pos = torch.arange(S, device=device)[None, :]                 # (1, S)
-    allowed = k_pos <= q_pos                                        # (T, S)
-    if attention_mask is None:
-        return allowed[None, None]                                  # (1, 1, T, S)
-    keys = attention_mask[:, None, None, :].bool()                  # (B, 1, 1, S)
-    return (allowed & keys) | (k_pos == q_pos)                      # (B, 1, T, S)
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip left padding: the first real token of each row gets position 0."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)      # (B, S)
-
-
-def check_mask_and_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                             position_ids: torch.Tensor | None, past: int
-                             ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The protocol's inputs, checked: (attention_mask or None when it hides nothing, position_ids (B or 1, T)).
-
-    attention_mask (B, past+T) covers cached and new positions; position_ids default to counting
-    each row's real tokens from the mask, else past..past+T-1.
-    """
-    if input_ids.dim() != 2:
-        raise ConfigError(f"input_ids must have shape (batch, time), got {tuple(input_ids.shape)}")
-    B, T = input_ids.shape
-    if attention_mask is not None:
-        if attention_mask.shape != (B, past + T):
-            raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
-                              f"{(B, past + T)} (it covers cached and new positions)")
-        if bool(attention_mask.all()):
-            attention_mask = None                                   # no padding: plain causal
-    if position_ids is None:
-        if attention_mask is not None:
-            position_ids = positions_from_mask(attention_mask)[:, past:]                # (B, T)
-        else:
-            position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
-    return attention_mask, position_ids
-
-
-def last_token_index(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                     pad_token_id: int | None = None) -> torch.Tensor:
-    """(B,) index of each row's last real token: the rightmost mask-1 position, else the rightmost
-    token that is not `pad_token_id`, else the last column (where a classifier head reads)."""
-    B, T = input_ids.shape
-    if attention_mask is not None:
-        real = attention_mask.bool()                                # (B, T)
-    elif pad_token_id is not None:
-        real = input_ids != pad_token_id
-    else:
-        return torch.full((B,), T - 1, dtype=torch.long, device=input_ids.device)
-    idx = torch.arange(T, device=input_ids.device)                  # (T,)
-    return torch.where(real, idx, -1).max(dim=-1).values.clamp(min=0)  # (B,)
-
-
-class KVCache:
-    """Preallocated keys and values of every layer: (n_layer, B, n_heads, max_len, head_dim) each.
-
-    A forward pass with T new tokens writes their k, v at positions [length, length + T) and attends
-    over [0, length + T); the model then advances `length`. Nothing is reallocated while generating.
-    `n_heads` is the number of key/value heads (fewer than query heads with grouped-query attention).
-    """
-
-    def __init__(self, n_layer: int, batch: int, n_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device):
-        shape = (n_layer, batch, n_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.max_len = max_len
-        self.length = 0
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new k, v (B, H, T, D) of `layer`; return all keys and values so far (B, H, L+T, D)."""
-        L, T = self.length, k.size(2)
-        if L + T > self.max_len:
-            raise ConfigError(f"KV cache holds {self.max_len} positions; cannot add {T} after {L}")
-        self.k[layer, :, :, L:L + T] = k
-        self.v[layer, :, :, L:L + T] = v
-        return self.k[layer, :, :, :L + T], self.v[layer, :, :, :L + T]
 
 
 class AttentionHead(nn.Module):
@@ -348,19 +264,17 @@ class DecoderLanguageModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
                 last_only: bool = False) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, V) ((B, 1, V) with `last_only`).
+        """input_ids (B, T) -> logits (B, T, V) ((B, 1, V) with `last_only`): the generation
+        protocol's forward (`lm.inference.protocol.GenerationModel`); `cache` advances by T.
 
         attention_mask (B, past+T): 1 = token, 0 = padding, covering cached positions too.
         position_ids (B, T): default 0.. counted from the mask's real tokens (or past..past+T-1).
         """
-        T = input_ids.shape[-1]
         past = cache.length if cache is not None else 0
         attention_mask, position_ids = check_mask_and_positions(input_ids, attention_mask, position_ids, past)
         x = self.embedding(input_ids)                                          # (B, T, C)
         for layer in self.layers:
-            x = layer(x, attention_mask, position_ids, cache)                  # (B, T, C)
-        if cache is not None:
-            cache.length = past + T
+            x = layer(x, attention_mask, position_ids, cache)                  # (B, T, C); the last advances cache
         if last_only:
             x = x[:, -1:]                                                      # (B, 1, C)
         return x @ self.output                                                 # (B, T, V)
