@@ -224,10 +224,11 @@ def write_report(run_dir: str | Path, pictures: bool = True) -> Report:
             old.unlink()
 
     lines = [f"# Run report: `{run_dir}`", ""]
+    base = summary.get("model") or summary.get("gpt2")        # --model (older runs: --gpt2)
     facts = [("status", f"{summary.get('status', '?')} (exit {summary.get('exit_code', '?')})"),
              ("sizes", "quick" if summary.get("quick", True) else "full"), ("seed", summary.get("seed")),
              ("data", f"`{summary.get('data_dir')}`"), ("torch threads", summary.get("threads")),
-             ("GPT-2", f"`{summary['gpt2']}`" if summary.get("gpt2") else "the small GPT-2 trained in this run"),
+             ("base model", f"`{base}`" if base else "the small GPT-2s trained in this run"),
              ("started", summary.get("started")), ("finished", summary.get("finished"))]
     lines += [" · ".join(f"{k}: {v}" for k, v in facts if v is not None), ""]
 
