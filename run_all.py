@@ -7,8 +7,8 @@
     python -m lm.report runs/<timestamp>   # rebuild a run's report.md (and its pictures)
 
 Before the first stage starts, everything the run needs is checked (`lm/stages/preflight.py`): the
-flags, every data file the selected stages read, the --gpt2 and --model folders, the out folder. Each problem is
-one line, all of them at once, and nothing runs.
+flags, every data file the selected stages read, the --model folder (--gpt2 is another name for it), the out
+folder. Each problem is one line, all of them at once, and nothing runs.
 
 Each stage writes into OUT/<stage>/ and returns a dict of metrics; everything ends up in
 OUT/summary.json as {"stages": {name: {"status", "seconds", "metrics"}}}, and OUT/report.md shows
@@ -46,7 +46,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 1
 EXIT_CODES = f"""exit status:
   {EXIT_OK}    every stage ran ok (stages not implemented yet are skipped)
   {EXIT_FAILED}    a stage failed (the others still ran; see the table and OUT/summary.json)
-  {EXIT_USAGE}    bad invocation: a flag, the data, --gpt2, --model or --out is wrong; nothing was run
+  {EXIT_USAGE}    bad invocation: a flag, the data, --model (--gpt2) or --out is wrong; nothing was run
   {EXIT_INTERRUPTED}  interrupted with Ctrl-C (the running stage is recorded as interrupted)
   {EXIT_TERMINATED}  stopped with SIGTERM (as for Ctrl-C: the running stage is recorded as interrupted)"""
 
@@ -99,6 +99,18 @@ def _signals_handled():
         _restore(previous)
 
 
+class OneFolder(argparse.Action):
+    """--model and --gpt2 are one flag: given twice with different folders is an error (exit 2),
+    not silently the last one."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        previous = getattr(namespace, self.dest)
+        if previous is not None and previous != value:
+            parser.error(f"{option_string} {value}: the base model is already {previous} "
+                         "(--model and --gpt2 are one flag; give it once)")
+        setattr(namespace, self.dest, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Run the book's programs end to end and summarise the results.",
                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,13 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads for every stage (default: torch's choice, one per core); "
                         "1 is faster for the small quick models on a busy machine")
-    p.add_argument("--gpt2", default=None, metavar="FOLDER",
-                   help="folder with real GPT-2 weights and tokenizer (Hugging Face layout) for chapter 5, "
-                        "or a hub name (gpt2, gpt2-medium, ...) to download when online")
-    p.add_argument("--model", default=None, metavar="FOLDER",
-                   help="a Hugging Face GPT-2 or Qwen2 folder (model_type in config.json) for the stages that "
-                        "take one (emotion_sft, emotion_lora, emotion_classifier, instruct_sft, grpo, grpo_ddp), "
-                        "or a hub name (Qwen/Qwen2.5-0.5B-Instruct, ...) to download when online")
+    p.add_argument("--model", "--gpt2", dest="model", default=None, metavar="FOLDER", action=OneFolder,
+                   help="real weights for chapter 5 instead of the small GPT-2s the run pretrains: a Hugging Face "
+                        "GPT-2 or Qwen2 folder (model_type in config.json; weights and tokenizer), or a hub name "
+                        "(gpt2, gpt2-medium, ..., Qwen/Qwen2.5-0.5B-Instruct) to download when online. --gpt2 is "
+                        "the same flag under its old name. The stages that start from a pretrained model use it "
+                        "(gpt2_pretrain, sampling, the fine-tuning stages, doc_labeling, grpo, grpo_ddp); "
+                        "gpt2_pretrain, sampling and doc_labeling build GPT-2: with them it must be a GPT-2 folder")
     p.add_argument("--quiet", action="store_true", help="no progress output; only errors and the final table")
     return p
 
@@ -182,8 +194,8 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     try:
         check = preflight({n: m for n, m in modules.items() if m is not None}, args.data_dir, out,
-                          gpt2=args.gpt2, model=args.model, threads=args.threads, device=args.device)
-    except KeyboardInterrupt as e:      # e.g. while --gpt2 gpt2 downloads
+                          model=args.model, threads=args.threads, device=args.device)
+    except KeyboardInterrupt as e:      # e.g. while --model gpt2 downloads
         print("\nrun_all.py: interrupted before the first stage; nothing was run", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     problems += check.problems
@@ -225,10 +237,10 @@ def run_one(name: str, module: ModuleType | None, cfg: RunConfig, data_dir: Path
 def run_stages(args: argparse.Namespace, check: Preflight, out: Path, selected: list[str],
                modules: dict[str, ModuleType | None], broken: dict[str, BaseException]) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    cfg = RunConfig(quick=args.quick, seed=args.seed, device=args.device, quiet=args.quiet, gpt2=check.gpt2,
-                    model=check.model, threads=args.threads, run_dir=out)
+    cfg = RunConfig(quick=args.quick, seed=args.seed, device=args.device, quiet=args.quiet, model=check.model,
+                    threads=args.threads, run_dir=out)
     summary: dict = {"data_dir": str(check.data_dir), "quick": cfg.quick, "seed": cfg.seed,
-                     "threads": cfg.threads or torch.get_num_threads(), "gpt2": cfg.gpt2, "model": cfg.model,
+                     "threads": cfg.threads or torch.get_num_threads(), "model": cfg.model,
                      "started": datetime.now().isoformat(timespec="seconds"), "status": "running", "stages": {}}
     stages = summary["stages"]
     running, t0 = None, 0.0

@@ -265,7 +265,8 @@ def test_logistic_regression_warns_when_not_converged():
 def test_accuracy_and_confusion():
     assert accuracy(["a", "b", "a"], ["a", "a", "a"]) == pytest.approx(2 / 3)
     c = confusion(["a", "b", "b"], ["b", "b", "other"], ["a", "b"])
-    assert c == {"labels": ["a", "b"], "matrix": [[0, 1], [0, 1]]}   # "other" lands in no column
+    assert c == {"labels": ["a", "b", "(other)"], "matrix": [[0, 1, 0], [0, 1, 1]]}   # "other": its own column
+    assert confusion(["a", "b"], ["b", "b"], ["a", "b"]) == {"labels": ["a", "b"], "matrix": [[0, 1], [0, 1]]}
     with pytest.raises(ConfigError):
         confusion(["z"], ["a"], ["a"])
     with pytest.raises(ConfigError):

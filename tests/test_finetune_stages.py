@@ -14,7 +14,8 @@ from lm.finetune.lora import load_adapter, lora_layers
 from lm.finetune.sft import IM_END, generate_completions, instruct_pair
 from lm.inference.engine import Settings
 from lm.models.gpt2 import GPT2, GPT2Config, GPT2ForSequenceClassification
-from lm.stages import RunConfig, load_stage
+from lm.stages import RunConfig, for_base, load_stage
+from lm.stages.gpt2_pretrain import choose_base
 from lm.tokenizers.gpt2 import GPT2Tokenizer
 
 EMBEDDED = REPO / "data"
@@ -39,11 +40,11 @@ def tiny_run(tmp_path_factory):
     model = GPT2(GPT2Config(vocab_size=tok.vocab_size, n_positions=128, n_embd=32, n_layer=1, n_head=2,
                             embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, bos_token_id=tok.eot_id,
                             eos_token_id=tok.eot_id))
-    folder = root / "run" / "pretrained" / "gpt2"
+    folder = root / "run" / "pretrained" / "news"
     model.save_pretrained(folder)
     tok.save(folder)
     (folder / "pretrain.json").write_text(json.dumps({"steps": 0, "tokens": 0, "parameters": model.num_parameters()}))
-    shutil.copytree(folder, folder.with_name("gpt2_emotion"))   # the emotion stages' base: the same tiny model
+    shutil.copytree(folder, folder.with_name("emotion"))   # the emotion stages' base: the same tiny model
     return data, root / "run"
 
 
@@ -146,16 +147,22 @@ def test_label_scores_by_hand():
 
 
 def test_real_weights_flag_uses_the_books_settings(tiny_run):
-    """--gpt2 FOLDER: that folder is the base, trained with the book's constant rate and no clipping."""
+    """--gpt2 FOLDER (another name for --model): that folder is the base, trained with the book's
+    constant rate and no clipping."""
     module = load_stage("emotion_sft")
     data_dir, run_dir = tiny_run
-    folder = run_dir / "pretrained" / "gpt2"
+    folder = run_dir / "pretrained" / "news"
     s = replace(module.Settings(), real_epochs=1, real_batch_size=8, val_batches=1, eval_batch=8, max_new_tokens=3)
-    st = module.setup(RunConfig(gpt2=str(folder), run_dir=run_dir), s, data_dir)
-    assert st.real and st.folder == folder and st.epochs == 1 and st.max_train == 1000
-    assert (st.train.lr, st.train.schedule, st.train.grad_clip, st.train.warmup_steps) == (5e-5, "constant", 0.0, 0)
+    cfg = RunConfig(gpt2=str(folder), run_dir=run_dir)
+    assert cfg == RunConfig(model=str(folder), run_dir=run_dir)
+    base = choose_base(cfg, data_dir, "emotion")
+    assert base.real and base.folder == folder and base.budget is None
+    book = for_base(s, base.real)
+    assert book.epochs == 1 and book.max_train == 1000 and book.batch_size == 8
+    train = book.train_config(base.real, cfg)
+    assert (train.lr, train.schedule, train.grad_clip, train.warmup_steps) == (5e-5, "constant", 0.0, 0)
     out = run_dir / "real"
-    m = module.run(RunConfig(gpt2=str(folder), run_dir=run_dir), s, data_dir, out)
-    assert m["base_model"] == f"GPT-2 weights from --gpt2 {folder}" and len(m["accuracy_per_epoch"]) == 1
+    m = module.run(cfg, s, data_dir, out)
+    assert m["base_model"] == f"gpt2 weights from --model {folder}" and len(m["accuracy_per_epoch"]) == 1
     lrs = {json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in x}
     assert lrs == {5e-5}

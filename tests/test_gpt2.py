@@ -207,7 +207,7 @@ def test_gpt2_pretrain_stage_quick_on_embedded_data(tmp_path):
     metrics = run_stage("gpt2_pretrain", RunConfig(quick=True, device="cpu"), EMBEDDED_DIR, tmp_path / "gpt2_pretrain")
     assert metrics["reload_identical"] is True
     assert metrics["val_perplexity"] < 100
-    back = GPT2.from_pretrained(tmp_path / "pretrained" / "gpt2")
+    back = GPT2.from_pretrained(tmp_path / "pretrained" / "news")
     assert back.config.vocab_size == metrics["vocab_size"]
 
 
@@ -219,7 +219,7 @@ def test_the_two_small_bases_differ_in_vocabulary_and_steps_only(tmp_path):
     from lm.stages.gpt2_pretrain import Settings, pretrain_config, pretrained_gpt2
     for quick in (True, False):
         s = settings_for(Settings, quick)
-        plain, emotion = asdict(pretrain_config(s)), asdict(pretrain_config(s, "gpt2_emotion"))
+        plain, emotion = asdict(pretrain_config(s)), asdict(pretrain_config(s, "emotion"))
         assert plain["vocab_size"] == s.vocab_size and emotion["vocab_size"] == s.emotion_vocab_size == 16000
         assert emotion["steps"] == s.emotion_steps and plain["steps"] == s.steps
         assert {k for k in plain if plain[k] != emotion[k]} <= {"vocab_size", "steps"}

@@ -53,7 +53,7 @@ def test_stage_on_tiny_data_and_resume(tiny, tmp_path):
     cfg = RunConfig(quick=True, device="cpu", gpt2=str(gpt2), quiet=True, threads=1)
     m = run_stage("doc_labeling", cfg, data, tmp_path / "doc_labeling")
     assert m["documents"] == 24 and m["k"] == 2 and m["min_votes"] == 2          # 3 labellers: more than half
-    assert m["labelling_model"] == {"tuned": False, "why": "--gpt2 weights are used as they are"}
+    assert m["labelling_model"] == {"tuned": False, "why": "--model weights are used as they are"}
     assert m["candidate_recall"] == 1.0 and m["candidate_embedder_best"] == "tfidf"
     assert m["labellers"]["tfidf"]["coverage"] == 1.0 and m["labellers"]["tfidf"]["accuracy_vs_truth"] == 1.0
     assert set(m["labellers"]) == {"tfidf", "lm_score", "lm_generate"}

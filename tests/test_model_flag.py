@@ -13,7 +13,9 @@ from lm.finetune.lora import load_adapter, lora_layers
 from lm.finetune.sft import IM_END, SFTExamples, chatml_stop_id, chatml_tokenizer, instruct_pair
 from lm.models.gpt2 import GPT2, GPT2Config
 from lm.models.qwen2 import Qwen2, Qwen2ForSequenceClassification
-from lm.stages import RunConfig, load_stage
+from lm.finetune.base_model import load_lm
+from lm.stages import RunConfig, for_base, load_stage
+from lm.stages.gpt2_pretrain import choose_base
 from lm.stages.preflight import preflight
 from lm.tokenizers.chat import IM_START
 from lm.tokenizers.gpt2 import GPT2Tokenizer
@@ -60,14 +62,16 @@ def check_emotion(m, folder):
     assert sum(map(sum, m["confusion"]["matrix"])) == 8
 
 
-def test_setup_counts_model_as_real_weights(qwen2, data_dir, tmp_path):
+def test_model_is_real_weights_of_its_family(qwen2, data_dir, tmp_path):
     """--model: that folder, the book's constant 5e-5 and no clipping; no small GPT-2 is trained."""
     module = load_stage("emotion_sft")
-    st = module.setup(RunConfig(model=str(qwen2), run_dir=tmp_path), module.Settings(), data_dir)
-    assert st.real and st.any_family and st.folder == qwen2
-    assert (st.train.lr, st.train.schedule, st.train.grad_clip, st.train.warmup_steps) == (5e-5, "constant", 0.0, 0)
+    cfg = RunConfig(model=str(qwen2), run_dir=tmp_path)
+    base = choose_base(cfg, data_dir, "emotion")
+    assert base.real and base.family == "qwen2" and base.folder == qwen2
+    train = for_base(module.Settings(), base.real).train_config(base.real, cfg)
+    assert (train.lr, train.schedule, train.grad_clip, train.warmup_steps) == (5e-5, "constant", 0.0, 0)
     assert not (tmp_path / "pretrained").exists()
-    model, tok, eos = module.load_lm(st)
+    model, tok, eos = load_lm(base)
     assert isinstance(model, Qwen2) and eos == 752 and tok.decode([eos]) == IM_END   # config's eos_token_id
 
 

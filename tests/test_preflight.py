@@ -20,9 +20,9 @@ from conftest import REPO, SHARED_FIXTURES, needs_fixtures
 from lm.checkpoints.hf import check_tokenizer_fits, tokenizer_size
 from lm.data.download import download_gpt2, download_model
 from lm.data.loaders import EMBEDDED_DIR
-from lm.errors import CheckpointError, DownloadError
+from lm.errors import CheckpointError, ConfigError, DownloadError
 from lm.models.gpt2 import GPT2, GPT2Config
-from lm.stages import STAGE_NAMES, data_files, load_stage, needs_gpt2
+from lm.stages import STAGE_NAMES, RunConfig, data_files, load_stage, needs_gpt2
 from lm.stages.preflight import check_data_file, check_model_folder, check_out, needed_files, preflight
 from lm.tokenizers.gpt2 import BYTE_ORDER, EOT, GPT2Tokenizer
 
@@ -154,7 +154,7 @@ def test_a_good_invocation_passes_and_runs(data_dir, tmp_path, capsys):
     gpt2 = tiny_gpt2(tmp_path / "gpt2")
     check = preflight({"count_lm": load_stage("count_lm"), "sampling": load_stage("sampling")}, data_dir,
                       tmp_path / "new" / "run", gpt2=str(gpt2), threads=1)
-    assert check.problems == [] and check.gpt2 == str(gpt2) and check.data_dir == data_dir
+    assert check.problems == [] and check.model == str(gpt2) and check.data_dir == data_dir
     assert not (tmp_path / "new").exists()                        # the pre-flight creates nothing
 
 
@@ -177,9 +177,9 @@ def test_check_data_file_cases(tmp_path):
 
 def test_needed_files_follow_data_files_and_needs_gpt2():
     mods = {n: load_stage(n) for n in ("count_lm", "sampling")}
-    assert needed_files(mods, gpt2_given=False) == {"brown/brown.txt": ["count_lm"], "news/train.txt": ["sampling"],
-                                                     "news/valid.txt": ["sampling"]}
-    assert needed_files(mods, gpt2_given=True) == {"brown/brown.txt": ["count_lm"]}   # --gpt2: no pretraining
+    assert needed_files(mods, model_given=False) == {"brown/brown.txt": ["count_lm"], "news/train.txt": ["sampling"],
+                                                      "news/valid.txt": ["sampling"]}
+    assert needed_files(mods, model_given=True) == {"brown/brown.txt": ["count_lm"]}   # --model: no pretraining
 
 
 def test_every_implemented_stage_declares_its_inputs():
@@ -308,7 +308,7 @@ def test_offline_hub_name_in_run_all_is_a_preflight_problem(offline_hub, data_di
                       "--out", str(tmp_path / "run")], capsys)
     assert rc == 2 and no_stages.calls == []
     (line,) = [ln for ln in err.splitlines() if ln.startswith("run_all.py: error: ")]
-    assert line.startswith("run_all.py: error: --gpt2 gpt2: ") and "--gpt2 FOLDER" in line
+    assert line.startswith("run_all.py: error: --model gpt2: ") and "--gpt2 FOLDER" in line
     assert not offline_hub.exists()
 
 
@@ -350,14 +350,52 @@ def tiny_qwen2(folder: Path) -> Path:
     return folder
 
 
-def test_a_qwen2_folder_given_as_gpt2_stops_the_run_before_any_stage(data_dir, tmp_path, no_stages, capsys):
-    """--gpt2 takes GPT-2 folders only (the chapter 5 stages build GPT-2): a valid Qwen2 folder there is
-    a pre-flight problem, exit 2 with nothing run, not a failure in the middle of a stage."""
+@pytest.mark.parametrize("flag", ["--gpt2", "--model"])
+def test_a_qwen2_folder_for_a_stage_that_builds_gpt2_stops_the_run_before_any_stage(flag, data_dir, tmp_path,
+                                                                                     no_stages, capsys):
+    """sampling builds GPT-2: a valid Qwen2 folder given to it (by either name of the flag) is a
+    pre-flight problem, exit 2 with nothing run, not a failure in the middle of a stage."""
     qwen = tiny_qwen2(tmp_path / "qwen")
-    assert check_model_folder(qwen, "--model", None) == []                 # a good folder, for --model
+    assert check_model_folder(qwen, "--model", None) == []                 # a good folder, for any family
     out = tmp_path / "run"
-    rc, err, _ = run(["--data-dir", str(data_dir), "--only", "sampling", "--gpt2", str(qwen), "--out", str(out),
+    rc, err, _ = run(["--data-dir", str(data_dir), "--only", "sampling", flag, str(qwen), "--out", str(out),
                       "--quiet"], capsys)
     assert rc == 2 and no_stages.calls == [] and not out.exists()
-    assert f"--gpt2 {qwen}: config.json: model_type 'qwen2' is not supported here (known: gpt2)" in err
+    assert (f"--model {qwen}: config.json: model_type 'qwen2' is not supported here (known: gpt2); "
+            "sampling builds GPT-2") in err
     assert "nothing was run" in err and "Traceback" not in err
+
+
+def test_gpt2_is_another_name_for_model(data_dir, tmp_path, no_stages, capsys):
+    """--gpt2 X and --model X: the same argument, RunConfig and pre-flight result; the two names with
+    different folders are an argparse error (exit 2), not silently the last one."""
+    gpt2, qwen = tiny_gpt2(tmp_path / "gpt2"), tiny_qwen2(tmp_path / "qwen")
+    parser = run_all.build_parser()
+    assert vars(parser.parse_args(["--gpt2", str(gpt2)])) == vars(parser.parse_args(["--model", str(gpt2)]))
+    assert parser.parse_args(["--gpt2", str(gpt2), "--model", str(gpt2)]).model == str(gpt2)
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--gpt2", str(gpt2), "--model", str(qwen)])
+    assert e.value.code == 2 and "one flag" in capsys.readouterr().err
+    assert RunConfig(gpt2=str(gpt2), seed=3) == RunConfig(model=str(gpt2), seed=3)
+    with pytest.raises(ConfigError, match="two names for one setting"):
+        RunConfig(gpt2=str(gpt2), model=str(qwen))
+    (data_dir / "emotion" / "valid.jsonl").write_bytes((EMBEDDED_DIR / "emotion" / "valid.jsonl").read_bytes())
+    modules = {n: load_stage(n) for n in ("count_lm", "sampling", "emotion_sft")}
+    for folder in (gpt2, qwen, tmp_path / "nowhere"):
+        by_gpt2 = preflight(modules, data_dir, tmp_path / "run", gpt2=str(folder))
+        assert by_gpt2 == preflight(modules, data_dir, tmp_path / "run", model=str(folder))
+    assert preflight(modules, data_dir, tmp_path / "run", gpt2=str(gpt2)).problems == []
+    both = preflight(modules, data_dir, tmp_path / "run", gpt2=str(gpt2), model=str(qwen))
+    assert any("--gpt2 is another name for --model" in p for p in both.problems)
+
+
+def test_a_qwen2_folder_passes_when_every_stage_takes_any_family(data_dir, tmp_path):
+    qwen = tiny_qwen2(tmp_path / "qwen")
+    (data_dir / "emotion" / "valid.jsonl").write_bytes((EMBEDDED_DIR / "emotion" / "valid.jsonl").read_bytes())
+    modules = {n: load_stage(n) for n in ("emotion_sft", "emotion_classifier")}
+    check = preflight(modules, data_dir, tmp_path / "run", model=str(qwen))
+    assert check.problems == [] and check.model == str(qwen)
+    modules["doc_labeling"] = load_stage("doc_labeling")          # builds GPT-2: named in the one line
+    (line,) = [p for p in preflight(modules, data_dir, tmp_path / "run", model=str(qwen)).problems
+                if "model_type" in p]
+    assert line.endswith("(known: gpt2); doc_labeling builds GPT-2")

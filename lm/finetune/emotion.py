@@ -16,21 +16,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from lm.data.loaders import EMOTION_LABELS, EmotionExample, data_file, eval_split, load_emotion, read_jsonl
-from lm.errors import DataError
+from lm.data.loaders import EMOTION_LABELS, EmotionExample, data_file, eval_split, load_emotion
 from lm.finetune.classifier import ClassificationExamples, classification_loss, labels_of, predict
 from lm.finetune.epochs import train_by_epoch
+from lm.finetune.metrics import accuracy, confusion
 from lm.finetune.sft import (EMOTION_TEMPLATE, SFTExamples, completion_loss, emotion_pair, generate_completions,
                              normalize)
 from lm.models.auto import context_length, model_type
 from lm.models.gpt2 import GPT2ForSequenceClassification
 from lm.training.engine import TrainConfig
-
-OTHER = "(other)"   # confusion-matrix column for a generated answer that is no label
 
 
 @dataclass
@@ -41,41 +39,23 @@ class EmotionData:
     eval_split: str               # "test" or "valid"
 
 
-def _load_checked(path: Path) -> list[EmotionExample]:
-    examples = load_emotion(path)              # unknown labels: DataError naming the line
-    if any(not e.text.strip() for e in examples):
-        line = next(r["_line"] for r in read_jsonl(path, ("text", "label")) if not r["text"].strip())
-        raise DataError(path, "empty text", line)
-    return examples
-
-
 def load_emotion_data(data_dir: str | os.PathLike, max_train: int | None = None) -> EmotionData:
     """The three splits, checked (unknown label or empty text -> DataError naming file and line).
+    Every emotion stage reads its data here.
 
     `max_train` keeps the first examples of train.jsonl only (quick runs)."""
-    train = _load_checked(data_file(data_dir, "emotion/train.jsonl"))
-    valid = _load_checked(data_file(data_dir, "emotion/valid.jsonl"))
+    train = load_emotion(data_file(data_dir, "emotion/train.jsonl"))
+    valid = load_emotion(data_file(data_dir, "emotion/valid.jsonl"))
     name, path = eval_split(data_dir, "emotion")
-    evaluation = valid if name == "valid" else _load_checked(path)
+    evaluation = valid if name == "valid" else load_emotion(path)
     return EmotionData(train[:max_train] if max_train else train, valid, evaluation, name)
 
 
 def label_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str] = EMOTION_LABELS) -> dict:
-    """{"accuracy", "confusion": {"labels", "matrix"}}: rows = true label, columns = predicted.
-
-    A prediction outside `labels` (a generated answer can be anything) counts as wrong and goes
-    to an extra "(other)" column.
-    """
-    if len(gold) != len(predicted) or not gold:
-        raise DataError("<predictions>", f"need one prediction per example (> 0), got {len(predicted)} "
-                                         f"for {len(gold)}")
-    columns = list(labels) + ([OTHER] if any(p not in labels for p in predicted) else [])
-    index = {c: i for i, c in enumerate(columns)}
-    matrix = [[0] * len(columns) for _ in labels]
-    for g, p in zip(gold, predicted):
-        matrix[labels.index(g)][index.get(p, index.get(OTHER, 0))] += 1
-    accuracy = sum(g == p for g, p in zip(gold, predicted)) / len(gold)
-    return {"accuracy": round(accuracy, 4), "confusion": {"labels": columns, "matrix": matrix}}
+    """{"accuracy" (4 digits), "confusion": {"labels", "matrix"}}: rows = true label, columns =
+    predicted; a prediction outside `labels` (a generated answer can be anything) counts as wrong
+    and goes to an extra "(other)" column (`lm.finetune.metrics.confusion`)."""
+    return {"accuracy": round(accuracy(gold, predicted), 4), "confusion": confusion(gold, predicted, labels)}
 
 
 def describe_base(folder: str | os.PathLike, given: str | None, flag: str = "--gpt2") -> str:
@@ -94,16 +74,41 @@ def describe_base(folder: str | os.PathLike, given: str | None, flag: str = "--g
             f"{cfg['n_embd']}, vocab {cfg['vocab_size']}; {info.get('steps')} steps, {info.get('tokens'):,} tokens{seconds})")
 
 
-def base_budget(folder: str | os.PathLike) -> dict:
-    """Size and pretraining budget of a small GPT-2 pretrained by the run (its pretrain.json):
-    parameters, layers, width, vocabulary, context, steps, tokens, seconds, texts."""
-    info = json.loads((Path(folder) / "pretrain.json").read_text(encoding="utf-8"))
-    keys = ("parameters", "layers", "width", "vocab_size", "context", "steps", "tokens", "seconds", "pretraining_texts")
-    return {k: info.get(k) for k in keys}
+# --------------------------------------------------------------------------------------------
+# The shared run: train by epochs, score the eval split after each, report both splits
+# --------------------------------------------------------------------------------------------
+
+def finetune_and_score(model: torch.nn.Module, train_ex, val_ex, data: EmotionData, cfg: TrainConfig, epochs: int,
+                       out_dir: str | os.PathLike | None, loss_fn: Callable, predict_eval: Callable,
+                       predict_valid: Callable, labels: Sequence[str], desc: str) -> dict:
+    """Fine-tune `model` by epochs (`train_by_epoch`), scoring the eval split after every epoch.
+
+    `predict_eval(model)` / `predict_valid(model)`: the predicted label of each text of the eval
+    split / of valid.jsonl. Returns the stage metrics: accuracy (eval split), accuracy_valid,
+    confusion, accuracy_per_epoch, loss_per_epoch, eval_split and the engine's numbers.
+    """
+    gold, last = [e.label for e in data.eval], {}
+
+    def score(m):   # after every epoch; the last one's predictions are the final ones
+        last["pred"] = predict_eval(m)
+        return {"accuracy": label_scores(gold, last["pred"], labels)["accuracy"]}
+
+    res = train_by_epoch(model, train_ex, val_ex, cfg, epochs, out_dir, loss_fn=loss_fn, score=score, desc=desc)
+    final = label_scores(gold, last["pred"], labels)
+    if data.eval_split == "valid":
+        accuracy_valid = final["accuracy"]
+    else:
+        accuracy_valid = label_scores([e.label for e in data.valid], predict_valid(model), labels)["accuracy"]
+    return {"accuracy": final["accuracy"], "eval_split": data.eval_split, "accuracy_valid": accuracy_valid,
+            "confusion": final["confusion"], "accuracy_per_epoch": [e["accuracy"] for e in res["per_epoch"]],
+            "loss_per_epoch": res["loss_per_epoch"], "train_examples": len(train_ex),
+            "truncated_examples": train_ex.truncated,
+            **{k: res.get(k) for k in ("steps", "tokens", "val_loss", "seconds_train", "seconds_score",
+                                       "tokens_per_s")}}
 
 
 # --------------------------------------------------------------------------------------------
-# Emotion as text generation (5.3.2, and 5.5.2 with LoRA): the shared run
+# Emotion as text generation (5.3.2, and 5.5.2 with LoRA)
 # --------------------------------------------------------------------------------------------
 
 def predict_sft(model: torch.nn.Module, tok, texts: Sequence[str], eos_id: int, max_new_tokens: int,
@@ -119,33 +124,17 @@ def finetune_emotion_sft(model: torch.nn.Module, tok, data: EmotionData, eos_id:
                          eval_batch: int = 64, desc: str = "emotion_sft") -> dict:
     """Fine-tune `model` to write each text's label, scoring the eval split after every epoch.
 
-    Returns the stage metrics: accuracy (eval split), accuracy_valid, confusion, accuracy_per_epoch,
-    loss_per_epoch, eval_split and the engine's numbers.
+    Returns the stage metrics (`finetune_and_score`).
     """
     context = context_length(model.config)
     train_ex = SFTExamples([emotion_pair(e.text, e.label) for e in data.train], tok, eos_id, context=context)
     val_ex = SFTExamples([emotion_pair(e.text, e.label) for e in data.valid], tok, eos_id, context=context)
-    gold, last = [e.label for e in data.eval], {}
 
-    def score(m):   # after every epoch; the last one's predictions are the final ones
-        last["pred"] = predict_sft(m, tok, [e.text for e in data.eval], eos_id, max_new_tokens, eval_batch)
-        return {"accuracy": label_scores(gold, last["pred"])["accuracy"]}
+    def predictions(split):
+        return lambda m: predict_sft(m, tok, [e.text for e in split], eos_id, max_new_tokens, eval_batch)
 
-    res = train_by_epoch(model, train_ex, val_ex, cfg, epochs, out_dir, loss_fn=completion_loss, score=score,
-                         desc=desc)
-    final = label_scores(gold, last["pred"])
-    if data.eval_split == "valid":
-        accuracy_valid = final["accuracy"]
-    else:
-        accuracy_valid = label_scores([e.label for e in data.valid],
-                                      predict_sft(model, tok, [e.text for e in data.valid], eos_id,
-                                                  max_new_tokens, eval_batch))["accuracy"]
-    return {"accuracy": final["accuracy"], "eval_split": data.eval_split, "accuracy_valid": accuracy_valid,
-            "confusion": final["confusion"], "accuracy_per_epoch": [e["accuracy"] for e in res["per_epoch"]],
-            "loss_per_epoch": res["loss_per_epoch"], "train_examples": len(train_ex),
-            "truncated_examples": train_ex.truncated,
-            **{k: res.get(k) for k in ("steps", "tokens", "val_loss", "seconds_train", "seconds_score",
-                                       "tokens_per_s")}}
+    return finetune_and_score(model, train_ex, val_ex, data, cfg, epochs, out_dir, completion_loss,
+                              predictions(data.eval), predictions(data.valid), EMOTION_LABELS, desc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,36 +155,9 @@ def finetune_emotion_classifier(model: GPT2ForSequenceClassification, tok, data:
 
     train_ex, val_ex = examples(data.train), examples(data.valid)
     eval_ex = val_ex if data.eval_split == "valid" else examples(data.eval)
-    gold, last = [e.label for e in data.eval], {}
 
-    def score(m):
-        last["pred"] = [labels[i] for i in predict(m, eval_ex, eval_batch)]
-        return {"accuracy": label_scores(gold, last["pred"], labels)["accuracy"]}
+    def predictions(ex):
+        return lambda m: [labels[i] for i in predict(m, ex, eval_batch)]
 
-    res = train_by_epoch(model, train_ex, val_ex, cfg, epochs, out_dir, loss_fn=classification_loss, score=score,
-                         desc=desc)
-    final = label_scores(gold, last["pred"], labels)
-    if data.eval_split == "valid":
-        accuracy_valid = final["accuracy"]
-    else:
-        accuracy_valid = label_scores([e.label for e in data.valid],
-                                      [labels[i] for i in predict(model, val_ex, eval_batch)], labels)["accuracy"]
-    return {"accuracy": final["accuracy"], "eval_split": data.eval_split, "accuracy_valid": accuracy_valid,
-            "confusion": final["confusion"], "accuracy_per_epoch": [e["accuracy"] for e in res["per_epoch"]],
-            "loss_per_epoch": res["loss_per_epoch"], "train_examples": len(train_ex),
-            "truncated_examples": train_ex.truncated,
-            **{k: res.get(k) for k in ("steps", "tokens", "val_loss", "seconds_train", "seconds_score",
-                                       "tokens_per_s")}}
-
-
-def train_config(book: bool, lr: float, batch_size: int, warmup_steps: int, eval_batches: int,
-                 device: str | None, seed: int, group_by_length: int = 0) -> TrainConfig:
-    """The engine's settings for a fine-tuning run. `book`: the book's (AdamW, constant rate, no
-    warm-up, no clipping), used with real GPT-2 weights; else cosine decay after a warm-up with
-    clipping at 1.0, which trains our small GPT-2 faster. `group_by_length`: batches of similar
-    lengths (TrainConfig's field; the emotion stages use it for our small GPT-2)."""
-    if book:
-        return TrainConfig(lr=lr, batch_size=batch_size, schedule="constant", warmup_steps=0, grad_clip=0.0,
-                           eval_batches=eval_batches, log_interval=10, device=device, seed=seed)
-    return TrainConfig(lr=lr, batch_size=batch_size, warmup_steps=warmup_steps, eval_batches=eval_batches,
-                       log_interval=10, device=device, seed=seed, group_by_length=group_by_length)
+    return finetune_and_score(model, train_ex, val_ex, data, cfg, epochs, out_dir, classification_loss,
+                              predictions(eval_ex), predictions(val_ex), labels, desc)

@@ -1,7 +1,7 @@
 """Label the abstracts of a data dir with local and/or hosted labellers: `python -m lm.labeling --help`.
 
-    # offline, on the embedded toy data, with a GPT-2 folder (e.g. RUN/pretrained/gpt2 of run_all.py)
-    python -m lm.labeling --out runs/labels --gpt2 runs/x/pretrained/gpt2 \\
+    # offline, on the embedded toy data, with a GPT-2 folder (e.g. RUN/pretrained/news of run_all.py)
+    python -m lm.labeling --out runs/labels --gpt2 runs/x/pretrained/news \\
         --labellers tfidf,gpt2_embed,lm_score,lm_generate
 
     # five hosted models on OpenRouter, as in the book (the key is read from $OPENROUTER_API_KEY)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lm.stages import RunConfig
-from lm.stages.rnn_lm import Settings, train_stage
+from lm.stages import LMSettings, RunConfig
+from lm.pretraining.pretrain import train_language_model
 
 KEY_METRICS = ["val_perplexity", "tokens", "tokens_per_s"]
 DATA_FILES = ["news/train.txt", "news/valid.txt"]
 NEEDS_GPT2 = False
+Settings = LMSettings    # the same settings as rnn_lm (`lm.stages.LMSettings`)
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
-    return train_stage("transformer", cfg, s, data_dir, out_dir)
+    return train_language_model("transformer", data_dir, out_dir, s.train_config(cfg), vocab_size=s.vocab_size,
+                                max_train_lines=s.train_lines, max_valid_lines=s.valid_lines)

@@ -26,7 +26,8 @@ own models (`lm.labeling`):
    regression's are in `classifiers`.
 
 Every answer is cached in OUT/answers.jsonl, so rerunning the stage in the same folder resumes.
-The GPT-2 is `pretrained_gpt2(cfg, data_dir)`: the --gpt2 folder or the small one of this run.
+The GPT-2 is `choose_base(cfg, data_dir)`'s: a --model (or --gpt2) GPT-2 folder, used as it is with
+the book's learning rate, or the small one of this run.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from lm.labeling.answers import AnswerCache
 from lm.labeling.candidates import label_cosines, recall_report
 from lm.finetune.baselines import BagOfWords, LogisticRegression
 from lm.finetune.classifier import ClassificationExamples, classification_loss, classifier_from_lm, predict
-from lm.finetune.emotion import train_config
+from lm.finetune.base_model import BaseModel, train_config
 from lm.finetune.epochs import train_by_epoch
 from lm.finetune.metrics import accuracy, confusion
 from lm.labeling.documents import ABSTRACTS, TAXONOMY, document_text, load_corpus
@@ -49,8 +50,8 @@ from lm.labeling.ensemble import OTHER, fold_rare
 from lm.labeling.instruct import INSTRUCT, LabelTuneConfig, load_instruct, tune_labeller
 from lm.labeling.label_corpus import EMBEDDERS, label_corpus, local_labellers, make_embedder
 from lm.models.gpt2 import GPT2
-from lm.stages import RunConfig, quick_full
-from lm.stages.gpt2_pretrain import pretrained_gpt2
+from lm.stages import RunConfig, for_base, quick_full
+from lm.stages.gpt2_pretrain import choose_base
 from lm.tokenizers.gpt2 import GPT2Tokenizer
 from lm.utils import atomic_write_json, choose_device, say, torch_threads
 
@@ -88,9 +89,11 @@ class Settings:
     head_batch: int = 8                               # documents per step (the book: 32; ours has ~300 documents)
     head_lr: float = 2e-3                             # peak rate, cosine after warm-up (our small GPT-2)
     head_warmup: int = 10                             # warm-up steps
-    real_head_lr: float = 5e-5                        # with --gpt2 weights: the book's rate, constant
     head_threads: int | None = 1                      # torch threads while training our small GPT-2 (--threads overrides;
                                                       # its small steps ran 30x slower with 2 threads on a busy machine)
+    # real weights (--model / --gpt2): in place of the fields above (`lm.stages.for_base`)
+    real_head_lr: float = 5e-5                        # the book's rate, constant
+    real_head_threads: int | None = None              # torch's choice
 
 
 def n_candidates(s: Settings, n_leaves: int) -> int:
@@ -120,11 +123,11 @@ def bow_lr(train: dict[str, str], texts: dict[str, str], test_ids: list[str], s:
 
 
 def gpt2_head(folder: Path, tok, train: dict[str, str], test: dict[str, str], texts: dict[str, str],
-              test_ids: list[str], classes: list[str], s: Settings, cfg: RunConfig, out_dir: Path
-              ) -> tuple[dict[str, str], dict]:
+              test_ids: list[str], classes: list[str], s: Settings, cfg: RunConfig, out_dir: Path,
+              real: bool) -> tuple[dict[str, str], dict]:
     """Classifier B: the GPT-2's transformer with a new `score` head, fine-tuned on the labelled
     training documents; predictions for every test document, and accuracy (against the ensemble's
-    labels) after every epoch."""
+    labels) after every epoch. `real`: real weights, trained at the book's constant rate."""
     device = choose_device(cfg.device)
     model = classifier_from_lm(folder, classes, pad_token_id=tok.eot_id, device=device)
 
@@ -141,10 +144,9 @@ def gpt2_head(folder: Path, tok, train: dict[str, str], test: dict[str, str], te
     def score(m) -> dict:
         last["pred"] = dict(zip(test_ids, (classes[i] for i in predict(m, all_ex))))
         return {"accuracy": accuracy([test[d] for d in held], [last["pred"][d] for d in held]) if held else None}
-    real = bool(cfg.gpt2)
-    tcfg = train_config(real, s.real_head_lr if real else s.head_lr, min(s.head_batch, len(train_ex)),
-                        s.head_warmup, None, cfg.device, cfg.seed)
-    with torch_threads(cfg.threads or (None if real else s.head_threads)):
+    tcfg = train_config(real, s.head_lr, min(s.head_batch, len(train_ex)), s.head_warmup, None, cfg.device,
+                        cfg.seed)
+    with torch_threads(cfg.threads or s.head_threads):
         res = train_by_epoch(model, train_ex, val_ex, tcfg, s.head_epochs, out_dir / "gpt2_head",
                              loss_fn=classification_loss, score=score, desc="doc_labeling head")
     return last["pred"], {"accuracy_per_epoch": [e["accuracy"] for e in res["per_epoch"]],
@@ -152,21 +154,22 @@ def gpt2_head(folder: Path, tok, train: dict[str, str], test: dict[str, str], te
                           "steps": res.get("steps")}
 
 
-def labelling_model(cfg: RunConfig, s: Settings, base: Path, data_dir: Path, out_dir: Path, docs, taxonomy,
+def labelling_model(cfg: RunConfig, s: Settings, base: BaseModel, data_dir: Path, out_dir: Path, docs, taxonomy,
                     k: int) -> tuple[Path, dict]:
     """The folder of the model lm_score and lm_generate ask, and what to report about it: the base
     instruction-tuned on arxiv/instruct.jsonl (cached in RUN/pretrained/labeller), or the base itself
-    when the data dir has no instruction data or real weights were given (--gpt2)."""
-    if cfg.gpt2 or not optional_file(data_dir, INSTRUCT):
-        why = "--gpt2 weights are used as they are" if cfg.gpt2 else f"no {INSTRUCT} in the data dir"
-        return base, {"tuned": False, "why": why}
+    when the data dir has no instruction data or real weights were given (--model)."""
+    if base.real or not optional_file(data_dir, INSTRUCT):
+        why = "--model weights are used as they are" if base.real else f"no {INSTRUCT} in the data dir"
+        return base.folder, {"tuned": False, "why": why}
     cache = (Path(cfg.run_dir) / "pretrained" if cfg.run_dir is not None else out_dir) / "labeller"
     t0 = time.perf_counter()
     ex_docs, ex_truth = load_instruct(data_file(data_dir, INSTRUCT), taxonomy, docs)
     tune = LabelTuneConfig(examples=s.tune_examples, epochs=s.tune_epochs, batch_size=s.tune_batch, lr=s.tune_lr,
                            score_share=s.tune_score_share, positions=s.tune_positions)
     with torch_threads(cfg.threads):     # larger steps than the head's: both cores help
-        folder = tune_labeller(base, ex_docs, ex_truth, taxonomy, k, cache, tune, seed=cfg.seed, device=cfg.device)
+        folder = tune_labeller(base.folder, ex_docs, ex_truth, taxonomy, k, cache, tune, seed=cfg.seed,
+                               device=cfg.device)
     info = json.loads((folder / "labeller.json").read_text(encoding="utf-8"))
     return folder, {"tuned": True, "folder": str(folder), "documents": info["documents"], "steps": info["steps"],
                     "train_loss": round(info["train_loss"], 4), "seconds_tuning": info["seconds"],
@@ -176,14 +179,15 @@ def labelling_model(cfg: RunConfig, s: Settings, base: Path, data_dir: Path, out
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     device = choose_device(cfg.device)
     docs, taxonomy, truth = load_corpus(data_dir, s.documents)
-    folder = pretrained_gpt2(cfg, data_dir)
+    base = choose_base(cfg, data_dir, gpt2_only=True)
+    s, folder = for_base(s, base.real), base.folder
     model, tok = GPT2.from_pretrained(folder, device=device), GPT2Tokenizer.from_dir(folder)
     k = n_candidates(s, len(taxonomy))
     say(f"doc_labeling: {len(docs)} documents, {len(taxonomy)} leaves ({taxonomy.prefix}:), {k} candidates each")
 
     # 1. candidates, and both embedders' recall of the truth where it is known
     t0 = time.perf_counter()
-    embedders = {kind: make_embedder(kind, model, tok) for kind in EMBEDDERS}
+    embedders = {kind: make_embedder(kind, model, tok) for kind in EMBEDDERS}     # TF-IDF and the model's states
     scores = {kind: label_cosines(emb, docs, taxonomy) for kind, emb in embedders.items()}     # (N, L) each
     metrics: dict = {"seconds_candidates": round(time.perf_counter() - t0, 2), "base_model": str(folder)}
     if truth is not None:
@@ -193,7 +197,7 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
         metrics["candidate_embedder_best"] = max(recall, key=lambda kind: recall[kind][f"recall@{k}"])
 
     # 2. the labelling model
-    tuned_folder, metrics["labelling_model"] = labelling_model(cfg, s, folder, data_dir, out_dir, docs, taxonomy, k)
+    tuned_folder, metrics["labelling_model"] = labelling_model(cfg, s, base, data_dir, out_dir, docs, taxonomy, k)
     tuned = model if tuned_folder == folder else GPT2.from_pretrained(tuned_folder, device=device)
 
     # 3-4. labellers, vote, agreement
@@ -232,7 +236,7 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     backbone = tuned_folder if s.head_from == "labeller" else folder
     metrics["head_from"] = str(backbone)
-    pred, extra = gpt2_head(backbone, tok, train, test, texts, test_ids, classes, s, cfg, out_dir)
+    pred, extra = gpt2_head(backbone, tok, train, test, texts, test_ids, classes, s, cfg, out_dir, base.real)
     head = {**scores_of("gpt2_head", pred, test, test_ids, truth, classes), **extra,
             "seconds": round(time.perf_counter() - t0, 2)}
     metrics["classifiers"] = {"bow_lr": lr_result, "gpt2_head": head}

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm.data.loaders import EMOTION_LABELS
+from lm.finetune.base_model import save_tokenizer
 from lm.finetune.classifier import classifier_from_lm
 from lm.finetune.emotion import finetune_emotion_classifier, load_emotion_data
-from lm.stages import RunConfig, quick_full
-from lm.stages.emotion_sft import EmotionSettings, load_tokenizer, save_tokenizer, setup
+from lm.stages import EmotionSettings, RunConfig, for_base, quick_full
+from lm.stages.gpt2_pretrain import choose_base
+from lm.tokenizers.hf_json import tokenizer_from_dir
+from lm.utils import choose_device
 
 KEY_METRICS = ["accuracy", "accuracy_valid", "eval_split"]
 DATA_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]
@@ -28,20 +31,21 @@ USES_MODEL = True
 
 @dataclass
 class Settings(EmotionSettings):
-    real_epochs: int = quick_full(1, 8)             # with --gpt2 / --model (the book: 8)
+    real_epochs: int = quick_full(1, 8)             # with --model / --gpt2 (the book: 8)
     save_model: bool = quick_full(True, True)       # write the classifier to out_dir/model
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
-    st = setup(cfg, s, data_dir, "gpt2_emotion")
-    tok = load_tokenizer(st)
-    model = classifier_from_lm(st.folder, EMOTION_LABELS, pad_token_id=tok.eot_id, device=st.device)
-    data = load_emotion_data(data_dir, st.max_train)
-    metrics = finetune_emotion_classifier(model, tok, data, st.train, st.epochs, out_dir, s.eval_batch,
-                                          desc="emotion_classifier")
+    base = choose_base(cfg, data_dir, "emotion")
+    s = for_base(s, base.real)
+    tok = tokenizer_from_dir(base.folder)
+    model = classifier_from_lm(base.folder, EMOTION_LABELS, pad_token_id=tok.eot_id, device=choose_device(cfg.device))
+    data = load_emotion_data(data_dir, s.max_train)
+    metrics = finetune_emotion_classifier(model, tok, data, s.train_config(base.real, cfg), s.epochs, out_dir,
+                                          s.eval_batch, desc="emotion_classifier")
     if s.save_model:
         model.save_pretrained(out_dir / "model")
-        save_tokenizer(st, tok, out_dir / "model")
+        save_tokenizer(base, out_dir / "model")
         metrics["model_dir"] = str(out_dir / "model")
-    metrics.update(base_model=st.base_model, base=st.base)
+    metrics.update(base_model=base.source, base=base.budget)
     return metrics

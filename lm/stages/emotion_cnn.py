@@ -21,14 +21,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm.data.loaders import data_file, eval_split, load_emotion, optional_file
+from lm.data.loaders import optional_file
 from lm.finetune.baselines import CNNClassifier, CNNConfig, label_ids
 from lm.finetune.cnn_data import (ClassificationExamples, WordVocab, classification_loss, lookup_words,
                                   predict_classes, vocab_from_vectors)
+from lm.finetune.emotion import load_emotion_data
+from lm.finetune.epochs import train_by_epoch
 from lm.finetune.metrics import accuracy, confusion
 from lm.finetune.word_vectors import load_word_vectors
 from lm.stages import RunConfig, quick_full
-from lm.training.engine import TrainConfig, train
+from lm.training.engine import TrainConfig
 from lm.utils import say, torch_threads
 
 DATA_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]
@@ -56,10 +58,8 @@ class Settings:
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
-    train_set = load_emotion(data_file(data_dir, "emotion/train.jsonl"))
-    valid = load_emotion(data_file(data_dir, "emotion/valid.jsonl"))
-    split, eval_path = eval_split(data_dir, "emotion")
-    evaluation = valid if split == "valid" else load_emotion(eval_path)
+    data = load_emotion_data(data_dir)
+    train_set, valid, evaluation, split = data.train, data.valid, data.eval, data.eval_split
     classes = sorted({e.label for e in train_set})          # the book: sorted(set(labels))
     shown = sorted(set(classes) | {e.label for e in evaluation})
 
@@ -86,23 +86,20 @@ def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
     def predictions(m, ids):
         return [classes[i] for i in predict_classes(m, ids).tolist()]
 
-    per_epoch: list[float] = []
+    true_eval = [e.label for e in evaluation]
 
-    def on_eval(m, step):
-        acc = accuracy([e.label for e in evaluation], predictions(m, eval_ids))
-        per_epoch.append(acc)
-        return {"epoch": len(per_epoch), "accuracy": acc}
+    def score(m):   # after every epoch
+        return {"accuracy": accuracy(true_eval, predictions(m, eval_ids))}
 
-    steps_per_epoch = len(train_ex) // s.batch_size
     tcfg = TrainConfig(lr=s.lr, schedule="constant", weight_decay=s.weight_decay, grad_clip=0.0,
-                       batch_size=s.batch_size, max_steps=s.epochs * steps_per_epoch, eval_interval=steps_per_epoch,
-                       eval_batches=None, log_interval=max(1, steps_per_epoch // 10), device=cfg.device, seed=cfg.seed)
+                       batch_size=s.batch_size, eval_batches=None,
+                       log_interval=max(1, len(train_ex) // s.batch_size // 10), device=cfg.device, seed=cfg.seed)
     with torch_threads(cfg.threads or s.threads):
-        res = train(model, train_ex, valid_ex, tcfg, out_dir, loss_fn=classification_loss, on_eval=on_eval,
-                    desc="emotion_cnn")
+        res = train_by_epoch(model, train_ex, valid_ex, tcfg, s.epochs, out_dir, loss_fn=classification_loss,
+                             score=score, desc="emotion_cnn")
         pred_eval = predictions(model, eval_ids)
         pred_valid = predictions(model, valid_ids)
-    true_eval = [e.label for e in evaluation]
+    per_epoch = [e["accuracy"] for e in res["per_epoch"]]
     metrics = {
         "accuracy": accuracy(true_eval, pred_eval),
         "eval_split": split,

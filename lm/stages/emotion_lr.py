@@ -17,8 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm.data.loaders import data_file, eval_split, load_emotion
 from lm.finetune.baselines import BagOfWords, LogisticRegression
+from lm.finetune.emotion import load_emotion_data
 from lm.finetune.metrics import accuracy, confusion
 from lm.stages import RunConfig
 from lm.utils import say
@@ -38,10 +38,8 @@ class Settings:
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
-    train = load_emotion(data_file(data_dir, "emotion/train.jsonl"))
-    valid = load_emotion(data_file(data_dir, "emotion/valid.jsonl"))
-    split, eval_path = eval_split(data_dir, "emotion")
-    evaluation = valid if split == "valid" else load_emotion(eval_path)
+    data = load_emotion_data(data_dir)
+    train, valid, evaluation, split = data.train, data.valid, data.eval, data.eval_split
     texts, labels = [e.text for e in train], [e.label for e in train]
     labels_shown = sorted(set(labels) | {e.label for e in evaluation})
     majority = Counter(labels).most_common(1)[0][0]

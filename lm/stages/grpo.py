@@ -9,9 +9,10 @@ makes it use them (`lm.rl.warmup` says how the starting model is made). The repo
 the share of tagged answers and the accuracy whatever the format, before and after, and the reward
 curve with its format and correctness parts apart.
 
-The base is the small GPT-2 of this run (`pretrained_gpt2`), instruction-tuned once per run (cached
-in `RUN/pretrained/gsm8k_instruct`, shared with grpo_ddp); or `--model FOLDER` / `--gpt2 FOLDER`,
-used as it is (the book starts from an Instruct model) with the book's learning rate and temperature.
+The base (`choose_base`) is the small GPT-2 of this run, instruction-tuned once per run (cached
+in `RUN/pretrained/gsm8k_instruct`, shared with grpo_ddp); or `--model FOLDER` (alias `--gpt2`), a
+GPT-2 or Qwen2 folder used as it is (the book starts from an Instruct model) with the book's
+learning rates (the `real_*` settings).
 `sft_warmup = True` adds the book's TRL-notebook SFT step (reported as accuracy_after_sft).
 
 Our small model's settings differ from the book's (which are for a 0.5-1.5 B model): a larger
@@ -25,8 +26,8 @@ from pathlib import Path
 from lm.rl.experiment import run_grpo
 from lm.rl.grpo import GRPOConfig
 from lm.rl.warmup import EvalConfig, InstructConfig, WarmupConfig
-from lm.stages import RunConfig, quick_full
-from lm.stages.gpt2_pretrain import pretrained_gpt2
+from lm.stages import RunConfig, for_base, quick_full
+from lm.stages.gpt2_pretrain import choose_base
 
 KEY_METRICS = ["accuracy_before", "accuracy_after", "format_rate_before", "format_rate_after",
                "reward_first", "reward_last"]
@@ -61,37 +62,32 @@ class Settings:
     # evaluation
     eval_problems: int = quick_full(200, 200)       # held-out problems (the book: 30)
     eval_tokens: int = quick_full(64, 64)           # new tokens per answer
-    # real weights (--model / --gpt2): the book's settings
+    # real weights (--model / --gpt2): the book's settings, in place of lr and warmup_lr (`for_base`)
     real_lr: float = quick_full(5e-6, 5e-6)         # GRPO (the book: 5e-6)
     real_warmup_lr: float = quick_full(5e-5, 5e-5)  # warm-up (the book: 5e-5)
 
 
-def configs(cfg: RunConfig, s: Settings) -> tuple[GRPOConfig, EvalConfig, InstructConfig | None, WarmupConfig | None]:
-    """The pipeline's configs: our small base gets the instruction tuning and our learning rates;
-    a --model / --gpt2 folder is used as it is, with the book's."""
-    real = bool(cfg.model or cfg.gpt2)
+def configs(cfg: RunConfig, s: Settings, real: bool) -> tuple[GRPOConfig, EvalConfig, InstructConfig | None,
+                                                               WarmupConfig | None]:
+    """The pipeline's configs from settings already run through `for_base`: our small base gets the
+    instruction tuning; a --model folder (`real`) is used as it is, its warm-up trained on the
+    prompts too."""
     grpo = GRPOConfig(prompts_per_step=s.prompts_per_step, group_size=s.group_size, max_new_tokens=s.max_new_tokens,
                       temperature=s.temperature, beta=s.beta, epsilon=s.epsilon, mu=s.mu, steps=s.steps,
-                      lr=s.real_lr if real else s.lr, checkpoint_interval=s.checkpoint_interval, seed=cfg.seed)
+                      lr=s.lr, checkpoint_interval=s.checkpoint_interval, seed=cfg.seed)
     instruct = None if real else InstructConfig(format_rate=s.instruct_format_rate,
                                                 reworded_share=s.instruct_reworded_share, epochs=s.instruct_epochs,
                                                 lr=s.instruct_lr)
     warmup = None if not s.sft_warmup else WarmupConfig(
-        examples=None, epochs=s.warmup_epochs, batch_size=s.warmup_batch, lr=s.real_warmup_lr if real else s.warmup_lr,
-        train_on_prompt=real)
+        examples=None, epochs=s.warmup_epochs, batch_size=s.warmup_batch, lr=s.warmup_lr, train_on_prompt=real)
     return grpo, EvalConfig(problems=s.eval_problems, max_new_tokens=s.eval_tokens), instruct, warmup
 
 
-def base_model(cfg: RunConfig, data_dir: Path) -> Path:
-    """`--model FOLDER` if given, else the chapter 5 GPT-2 (`--gpt2` or the small one of this run)."""
-    return Path(cfg.model) if cfg.model else pretrained_gpt2(cfg, data_dir)
-
-
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path, ranks: int = 1) -> dict:
-    grpo, evaluation, instruct, warmup = configs(cfg, s)
-    folder = base_model(cfg, data_dir)
+    base = choose_base(cfg, data_dir)
+    grpo, evaluation, instruct, warmup = configs(cfg, for_base(s, base.real), base.real)
     cache = Path(cfg.run_dir) / "pretrained" / "gsm8k_instruct" if cfg.run_dir is not None else None
-    metrics = run_grpo(folder, data_dir, out_dir, grpo, evaluation, instruct, warmup, ranks=ranks, device=cfg.device,
-                       instruct_cache=cache)
-    metrics["base_model"] = str(folder)
+    metrics = run_grpo(base.folder, data_dir, out_dir, grpo, evaluation, instruct, warmup, ranks=ranks,
+                       device=cfg.device, instruct_cache=cache)
+    metrics["base_model"] = str(base.folder)
     return metrics

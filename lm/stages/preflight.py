@@ -5,14 +5,16 @@ that minute, and one problem at a time wastes more. `preflight()` looks at every
 anything is trained and returns one line per problem (run_all.py prints them all and exits 2):
 
 - the data dir exists, and every file the selected stages read (their `DATA_FILES`, plus the
-  small GPT-2's corpus when a stage `NEEDS_GPT2` and no `--gpt2` is given, nor `--model` for a
-  stage that `USES_MODEL`) is there, readable,
+  small GPT-2's corpus when a stage `NEEDS_GPT2` and no `--model` is given) is there, readable,
   not empty, UTF-8 text, and for `.jsonl` starts with a JSON object. Only the first 64 KiB are
   read: the loaders still check every line when a stage reads the file;
-- `--gpt2` (and `--model`): `check_model_folder`, the same checks `from_pretrained` makes, without
-  reading the weights: config.json, the weight files' headers (every name and shape against the
-  config), the tokenizer files, and that the tokenizer's ids fit the model's vocabulary. A hub name
-  (`--gpt2 gpt2`) is fetched into the cache first; offline, the advice is to give a folder;
+- `--model` (its other name `--gpt2` is the same flag): `check_model_folder`, the same checks
+  `from_pretrained` makes, without reading the weights: config.json, the weight files' headers
+  (every name and shape against the config), the tokenizer files, and that the tokenizer's ids
+  fit the model's vocabulary. Its family must suit every selected stage: a stage that `NEEDS_GPT2`
+  without `USES_MODEL` builds GPT-2 and takes a GPT-2 folder only. A hub name (`--model gpt2`,
+  `--model Qwen/Qwen2.5-0.5B-Instruct`) is fetched into the cache first; offline, the advice is to
+  give a folder;
 - `--out`: not an existing file, and creatable (its first existing parent is a writable folder);
 - `--threads` is at least 1, `--device` is one torch knows and this machine has.
 
@@ -34,10 +36,12 @@ from pathlib import Path
 from types import ModuleType
 
 from lm.checkpoints.hf import TOKENIZER_FILES, check_tokenizer_fits, load_folder, read_config
-from lm.data.download import GPT2_FILES, GPT2_NAMES, MODEL_FILES, gpt2_folder, model_folder
+from lm.data.download import GPT2_NAMES, MODEL_FILES, model_folder
 from lm.data.loaders import resolve_data_dir
 from lm.errors import LMError
+from lm.finetune.base_model import family_name
 from lm.models.auto import FAMILIES, ModelFamily
+from lm.models.gpt2 import GPT2
 from lm.stages import data_files, load_stage, needs_gpt2, uses_model
 from lm.tokenizers.gpt2 import FILE_NAMES
 from lm.utils import choose_device
@@ -47,6 +51,7 @@ HEAD_BYTES = 64 * 1024   # how much of each data file the pre-flight reads
 
 # config.json's model_type -> how to check (and load) such a folder: the one table of families
 MODEL_FAMILIES: dict[str, ModelFamily] = FAMILIES
+GPT2_ONLY = (family_name(GPT2),)   # the families a stage that builds GPT-2 takes
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,18 +95,17 @@ def check_data_file(path: Path) -> str | None:
     return None
 
 
-def needed_files(modules: dict[str, ModuleType], gpt2_given: bool, model_given: bool = False) -> dict[str, list[str]]:
+def needed_files(modules: dict[str, ModuleType], model_given: bool) -> dict[str, list[str]]:
     """Data file (relative to the data dir) -> the selected stages that need it, in stage order.
 
-    A stage that `NEEDS_GPT2` without `--gpt2` needs the small GPT-2's corpus (`gpt2_pretrain`'s
-    files), unless it `USES_MODEL` and `--model` is given: it then starts from that folder.
+    A stage that `NEEDS_GPT2` without `--model` needs the small GPT-2's corpus (`gpt2_pretrain`'s
+    files); with it, it starts from that folder.
     """
     need: dict[str, list[str]] = {}
     pretrain = load_stage("gpt2_pretrain")
     for name, module in modules.items():
         files = data_files(module)
-        small_gpt2 = needs_gpt2(module) and not gpt2_given and not (model_given and uses_model(module))
-        if small_gpt2 and pretrain is not None and name != "gpt2_pretrain":
+        if needs_gpt2(module) and not model_given and pretrain is not None and name != "gpt2_pretrain":
             files += data_files(pretrain)
         for rel in files:
             need.setdefault(rel, [])
@@ -124,14 +128,15 @@ def check_data(data_dir: Path, need: dict[str, list[str]]) -> list[str]:
 # Model folders
 # --------------------------------------------------------------------------------------------
 
-def check_model_folder(folder: str | os.PathLike, flag: str = "--gpt2", families: tuple[str, ...] | None = ("gpt2",),
-                       need_tokenizer: bool = True) -> list[str]:
+def check_model_folder(folder: str | os.PathLike, flag: str = "--model", families: tuple[str, ...] | None = GPT2_ONLY,
+                       need_tokenizer: bool = True, why: str = "") -> list[str]:
     """Everything wrong with a Hugging Face model folder, one line each, without loading the weights.
 
     config.json (its `model_type` picks the family in MODEL_FAMILIES; `families` limits which are
-    accepted, None: any; a config without model_type is read as the first of `families`), the
-    weight files' headers against the config, the tokenizer files (`need_tokenizer`: they must be
-    there), and the tokenizer's ids against the config's `vocab_size`.
+    accepted, None: any, and `why` says why in the line that refuses one; a config without
+    model_type is read as the first of `families`), the weight files' headers against the config,
+    the tokenizer files (`need_tokenizer`: they must be there), and the tokenizer's ids against the
+    config's `vocab_size`.
 
     >>> check_model_folder("../shared/fixtures/gpt2_lm_safetensors", need_tokenizer=False)  # doctest: +SKIP
     []
@@ -148,7 +153,7 @@ def check_model_folder(folder: str | os.PathLike, flag: str = "--gpt2", families
         if model_type not in MODEL_FAMILIES or (families is not None and model_type not in families):
             known = families if families is not None else tuple(MODEL_FAMILIES)
             problems.append(f"{where}: config.json: model_type {model_type!r} is not supported here "
-                            f"(known: {', '.join(map(str, known))})")
+                            f"(known: {', '.join(map(str, known))}){why}")
         else:
             family = MODEL_FAMILIES[model_type]
             config = family.causal_lm.read_config(folder)
@@ -174,10 +179,10 @@ def check_model_folder(folder: str | os.PathLike, flag: str = "--gpt2", families
 
 
 def resolve_model(value: str, fetch: bool) -> tuple[Path | None, list[str]]:
-    """What `--model VALUE` names: (a folder, []) or (None, [problem]).
+    """What `--model VALUE` (or `--gpt2 VALUE`) names: (a folder, []) or (None, [problem]).
 
     A folder is taken as is; a hub name (Qwen/Qwen2.5-0.5B-Instruct, gpt2, ...) is fetched into the
-    cache when `fetch` (a selected stage uses --model), else left alone.
+    cache when `fetch` (a selected stage uses the base model), else left alone.
     """
     path = Path(value).expanduser()
     if path.is_dir():
@@ -192,27 +197,6 @@ def resolve_model(value: str, fetch: bool) -> tuple[Path | None, list[str]]:
         except LMError as e:
             return None, [f"--model {value}: {e}"]
     return None, [f"--model {value}: no such folder, and not a hub name ({', '.join([*MODEL_FILES, *GPT2_NAMES])})"]
-
-
-def resolve_gpt2(value: str, fetch: bool) -> tuple[Path | None, list[str]]:
-    """What `--gpt2 VALUE` names: (a folder, []) or (None, [problem]).
-
-    A folder is taken as is; a hub name (gpt2, gpt2-medium, ...) is fetched into the cache when
-    `fetch` (a selected stage uses GPT-2), else left alone.
-    """
-    path = Path(value).expanduser()
-    if path.is_dir():
-        return path, []
-    if path.exists():
-        return None, [f"--gpt2 {value}: a file, not a folder (give the folder holding {', '.join(GPT2_FILES)})"]
-    if value in GPT2_NAMES:
-        if not fetch:
-            return None, []
-        try:
-            return gpt2_folder(value), []
-        except LMError as e:
-            return None, [f"--gpt2 {value}: {e}"]
-    return None, [f"--gpt2 {value}: no such folder, and not a hub name ({', '.join(GPT2_NAMES)})"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,15 +225,18 @@ def check_out(out: str | os.PathLike) -> list[str]:
 class Preflight:
     problems: list[str] = field(default_factory=list)   # one line each; empty: go
     data_dir: Path | None = None                          # the resolved data dir
-    gpt2: str | None = None                               # the --gpt2 folder (a hub name resolved to the cache)
     model: str | None = None                              # the --model folder (a hub name resolved to the cache)
 
 
 def preflight(modules: dict[str, ModuleType], data_dir: str | os.PathLike | None, out: str | os.PathLike,
-              gpt2: str | None = None, model: str | None = None, threads: int | None = None,
-              device: str | None = None) -> Preflight:
-    """Check a run before it starts. `modules`: the selected stages' modules (implemented ones)."""
+              model: str | None = None, threads: int | None = None, device: str | None = None,
+              gpt2: str | None = None) -> Preflight:
+    """Check a run before it starts. `modules`: the selected stages' modules (implemented ones).
+    `gpt2`: another name for `model`, as on the command line."""
     res = Preflight()
+    if gpt2 is not None and model is not None and gpt2 != model:
+        res.problems.append(f"--gpt2 {gpt2} and --model {model}: --gpt2 is another name for --model; give one folder")
+    model = model or gpt2
     if threads is not None and threads < 1:
         res.problems.append(f"--threads {threads}: must be at least 1")
     try:
@@ -257,25 +244,26 @@ def preflight(modules: dict[str, ModuleType], data_dir: str | os.PathLike | None
     except LMError as e:
         res.problems.append(str(e))
     res.problems += check_out(out)
-
-    uses_gpt2 = any(needs_gpt2(m) for m in modules.values())
-    if gpt2:
-        folder, problems = resolve_gpt2(gpt2, fetch=uses_gpt2)
-        res.problems += problems
-        if folder is not None:
-            res.gpt2 = str(folder)
-            res.problems += check_model_folder(folder, "--gpt2", ("gpt2",), need_tokenizer=True)
     if model:
-        folder, problems = resolve_model(model, fetch=any(uses_model(m) for m in modules.values()))
+        res.model, problems = check_model(model, modules)
         res.problems += problems
-        if folder is not None:
-            res.model = str(folder)
-            res.problems += check_model_folder(folder, "--model", None, need_tokenizer=True)
-
     try:
         res.data_dir = resolve_data_dir(data_dir)
     except LMError as e:
         res.problems.append(f"data: {e}")
     if res.data_dir is not None:
-        res.problems += check_data(res.data_dir, needed_files(modules, gpt2_given=bool(gpt2), model_given=bool(model)))
+        res.problems += check_data(res.data_dir, needed_files(modules, model_given=bool(model)))
     return res
+
+
+def check_model(value: str, modules: dict[str, ModuleType]) -> tuple[str | None, list[str]]:
+    """`--model VALUE` for the selected stages: (the folder, a hub name fetched, or None; problems).
+    Any family we implement, unless a stage that builds GPT-2 is among them (`NEEDS_GPT2` without
+    `USES_MODEL`): then a GPT-2 folder only."""
+    folder, problems = resolve_model(value, fetch=any(needs_gpt2(m) for m in modules.values()))
+    if folder is None:
+        return None, problems
+    gpt2_only = [name for name, m in modules.items() if needs_gpt2(m) and not uses_model(m)]
+    why = f"; {', '.join(gpt2_only)} build{'s' if len(gpt2_only) == 1 else ''} GPT-2" if gpt2_only else ""
+    families = GPT2_ONLY if gpt2_only else None
+    return str(folder), problems + check_model_folder(folder, "--model", families, need_tokenizer=True, why=why)

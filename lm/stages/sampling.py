@@ -7,9 +7,9 @@ and the total-variation distance between the two, beside the first five draws as
 Two extra demos show the penalties and `min_tokens_to_keep`; the batched torch processors are
 checked against the NumPy reference on every demo.
 
-Each setting also continues one of the book's prompts with the chapter 5 GPT-2 (the --gpt2 folder,
-or the small GPT-2 of this run, see `lm.stages.gpt2_pretrain.pretrained_gpt2`), through the one
-generation path.
+Each setting also continues one of the book's prompts with the chapter 5 GPT-2 (a --model GPT-2
+folder, or the small GPT-2 of this run, see `lm.stages.gpt2_pretrain.pretrained_gpt2`), through the
+one generation path.
 """
 from __future__ import annotations
 
