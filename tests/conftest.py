@@ -40,7 +40,7 @@ def random_states() -> tuple:
     return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
 
 
-SESSION_START = global_state()        # tests/test_state_after_stages.py compares the end of the run with it
+SESSION_START = global_state()        # tests/stages/test_state_after_stages.py compares the end of the run with it
 
 
 def restore(state: dict, rng: tuple) -> None:

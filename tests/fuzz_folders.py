@@ -1,4 +1,4 @@
-"""The folder fuzz (tests/test_fuzz_folders.py): corrupted copies of the reference fixtures, each
+"""The folder fuzz (tests/checkpoints/test_fuzz_folders.py): corrupted copies of the reference fixtures, each
 loaded and used in its own forked process with a timeout.
 
     python tests/fuzz_folders.py SHARED_FIXTURES WORK_DIR N_PER_TARGET SEED   -> JSON on stdout

@@ -133,7 +133,7 @@ def test_a_bad_number_exits_2_with_the_flag_named(name, capsys):
 
 
 def test_the_command_lines_defaults_are_their_dataclasses_defaults():
-    """Nothing given: each dataclass comes back as its defaults (GRPO's four: tests/test_grpo.py)."""
+    """Nothing given: each dataclass comes back as its defaults (GRPO's four: tests/rl/test_grpo.py)."""
     from lm.labeling.hosted import EndpointConfig
     from lm.pretraining.__main__ import TrainFlags
     from lm.pretraining.pretrain import NewsLMConfig

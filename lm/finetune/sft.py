@@ -8,7 +8,7 @@ An SFT example is a (prompt, completion) pair. The model reads both as one seque
 so the loss (next-token cross-entropy, the same as pretraining) is taken on the completion only:
 the model learns to *answer*, not to write prompts. Which tokens are trained on is decided by
 **position** (how many prompt tokens there are), never by comparing ids with the padding id: a
-completion token that happens to equal the pad id is still trained on (tests/test_sft.py checks
+completion token that happens to equal the pad id is still trained on (tests/finetune/test_sft.py checks
 this against the reference library's gradients, fixture `gpt2_sft_step`).
 
 Batches are padded on the right to the longest example of the batch (dynamic length,
@@ -268,7 +268,7 @@ def completion_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, 
     loss multiplies every position's hidden state by the (V, C) output matrix and then ignores all
     but two. Here the final hidden states are gathered at the target positions first, so the output
     layer (most of the work for a small model with a large vocabulary) runs on those only. Same
-    mean over the same targets as `lm_loss` (tests/test_sft.py checks values and gradients); a
+    mean over the same targets as `lm_loss` (tests/finetune/test_sft.py checks values and gradients); a
     model without `hidden_states` / `output_weight` takes `lm_loss` itself.
     """
     if not (hasattr(model, "hidden_states") and hasattr(model, "output_weight")):

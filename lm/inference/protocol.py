@@ -3,7 +3,7 @@
 Every language model here (chapter 3's RNN, chapter 4's decoder, GPT-2, Qwen2) implements it, and
 `lm/inference/generate.py` knows nothing else of a model. It is a `typing.Protocol`: a model does
 not inherit from it, it only has these members (`isinstance(model, GenerationModel)` checks that
-they are there, not their signatures; tests/test_protocol.py checks those too).
+they are there, not their signatures; tests/inference/test_protocol.py checks those too).
 
     model.new_cache(batch, max_len) -> cache        empty, `cache.length == 0`
     model(input_ids, attention_mask=None, position_ids=None, cache=None, last_only=False) -> logits

@@ -1,7 +1,7 @@
 """The fast path of a linear layer: oneDNN's CPU kernel when nothing needs gradients (optional reading).
 
 Plain version: `torch.nn.functional.linear` (what `nn.Linear` calls). `linear` here computes the
-same `y = x @ W.T + b` and is tested equal to it (tests/test_linear.py); it only speeds up
+same `y = x @ W.T + b` and is tested equal to it (tests/models/test_linear.py); it only speeds up
 inference on the CPU. Switch it off with the environment variable `LM_FAST_LINEAR=0` (read at
 import): then every call is `F.linear`.
 
@@ -18,7 +18,7 @@ and 1.1x for 2,048 rows; GPT-2 124M decodes at 37-44 tokens/s instead of 22 at b
 oneDNN's op has no backward, so it is used only when autograd is off (`torch.no_grad()`,
 `torch.inference_mode()`), on the CPU, in float32; training and every other case call
 `F.linear`. Results agree with `F.linear` to float32 rounding (a different summation order),
-tested in `tests/test_linear.py`.
+tested in `tests/models/test_linear.py`.
 
     >>> layer = Linear(768, 3072)
     >>> with torch.no_grad():

@@ -17,7 +17,7 @@ generation protocol (`lm.inference.protocol.GenerationModel`), loading and savin
 - an MLP with a gate ("SwiGLU"): down(silu(gate(x)) * up(x)), intermediate width 4864 for 0.5B;
 - RoPE on rotated *halves* (dimension i turns with i + d/2) instead of chapter 4's interleaved pairs
   (2i, 2i+1): the same rotation after a fixed permutation of each head's dimensions
-  (tests/test_qwen2.py checks `rope_half` against `transformer.rope`), base 1,000,000;
+  (tests/models/test_qwen2.py checks `rope_half` against `transformer.rope`), base 1,000,000;
 - a final RMSNorm, and an output layer tied to the embedding (0.5B, 1.5B) or a separate `lm_head`.
 
 Module names follow the Hugging Face layout (`model.layers.0.self_attn.q_proj.weight`, ...), so a

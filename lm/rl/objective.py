@@ -6,7 +6,7 @@
     group_advantages  (r - mean of the group) / (std of the group + 1e-4); equal rewards give 0
     grpo_loss         the clipped surrogate minus beta times the k3 KL, averaged per sequence
 
-`lm/rl/grpo.py` runs them in its loop; tests/test_grpo.py checks the loss against a token-by-token
+`lm/rl/grpo.py` runs them in its loop; tests/rl/test_grpo.py checks the loss against a token-by-token
 transcription of the formula, and the fast log-probabilities against `token_log_probs_reference`.
 
 Where we differ from the book: the book's `compute_log_probs` takes log_softmax of the raw logits,

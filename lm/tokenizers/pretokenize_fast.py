@@ -1,7 +1,7 @@
 """The fast path of GPT-2's pre-tokenizer: Python's own character classes on a "shadow" of the text.
 
 Plain version: `lm/tokenizers/pretokenize.py` (`pretokenize_reference`, GPT-2's pattern with every
-class spelt out). `pretokenize` here gives exactly its pieces (tests/test_gpt2_tokenizer.py checks
+class spelt out). `pretokenize` here gives exactly its pieces (tests/tokenizers/test_gpt2_tokenizer.py checks
 them equal on random strings from all of Unicode) and is about 2x faster on English news
 (measured: 16 vs 8 MB/s on news/valid.txt, 2-core CPU) and about 3x on text full of rare characters,
 because `re` checks its built-in classes with a table but big explicit classes range by range.

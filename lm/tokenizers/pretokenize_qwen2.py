@@ -20,7 +20,7 @@ Python but not White_Space; `五` is `isnumeric()` but a letter), so, as for GPT
 slow to build); `pretokenize_qwen2` runs a pattern of Python's built-in classes on a same-length
 "shadow" of the text (the trick of `lm/tokenizers/pretokenize_fast.py`: numbers that are not
 decimal digits become `0`, `_` and U+001C-U+001F become `!`), and takes the pieces at the same
-spans of the original. tests/test_qwen2_tokenizer.py checks the two equal on random strings
+spans of the original. tests/tokenizers/test_qwen2_tokenizer.py checks the two equal on random strings
 from all of Unicode, and both against the reference library's pieces.
 
     >>> pretokenize_qwen2("In 2024, it's 7.5%!")

@@ -16,7 +16,7 @@ What one optimizer step does (the book's loop plus the usual modern pieces):
 Every `eval_interval` steps it measures loss and perplexity on held-out data; every
 `checkpoint_interval` steps it writes `checkpoint.pt` atomically with the model, optimizer, step,
 data position and RNG states, so `train(..., resume=True)` continues exactly where it stopped:
-N steps, stop, resume N more gives the same weights as 2N straight (tests/test_train.py).
+N steps, stop, resume N more gives the same weights as 2N straight (tests/training/test_train.py).
 
     >>> cfg = TrainConfig(max_steps=100, batch_size=32, context=30)      # doctest: +SKIP
     >>> metrics = train(model, train_tokens, val_tokens, cfg, "runs/x")  # doctest: +SKIP

@@ -17,7 +17,7 @@ and the files.
 
 Determinism: only `random.Random(seed)` instances, tuples in a fixed order, integers (no float
 formatting), "\\n" line endings, UTF-8 bytes. The same seed gives byte-identical files on every
-platform; `tests/test_embedded.py` regenerates the tree and compares it with data/.
+platform; `tests/data/test_embedded.py` regenerates the tree and compares it with data/.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ SPECIES_NAMES = [s.name for s in SPECIES]
 # Word-level perplexity of interpolated absolute-discounting n-gram models (d = 0.75, add-one
 # unigram at the bottom; tokens: lowercased runs of [a-z0-9] or single punctuation marks, <s> and
 # </s> around each line). news: train -> valid; brown: first 90 % of tokens -> last 10 %.
-# Measured once with a throwaway script; tests/test_embedded.py recomputes and checks them.
+# Measured once with a throwaway script; tests/data/test_embedded.py recomputes and checks them.
 NGRAM_PERPLEXITY = {"news": {1: 184.73, 2: 7.69, 3: 3.26}, "brown": {1: 179.45, 2: 8.44, 3: 3.83}}
 
 # The same news tokens, a causal transformer seeing the last 1 or 30 tokens (measured once on a GPU).
@@ -86,7 +86,7 @@ def readme(world: World, files: dict[str, str], meta: dict) -> str:
     """The text of data/README.md."""
     out = ["# Embedded toy data", "",
            "Written by `python -m lm.data.toy.build` (seed %d) from an invented toy world; do not edit by" % SEED,
-           "hand. `tests/test_embedded.py` regenerates the tree and checks it is byte-identical to this",
+           "hand. `tests/data/test_embedded.py` regenerates the tree and checks it is byte-identical to this",
            "folder. The layout is that of the real data (`--data-dir ../shared/data`), so the two swap.", "",
            "| file | lines | words | bytes | what |", "|---|---:|---:|---:|---|"]
     for rel, note in _FILE_NOTES:

@@ -225,7 +225,7 @@ def test_rollout_decodes_as_before_and_draws_the_same_tokens(lively):
 
 def test_book_samples_decode_prompt_and_answer_together(lively):
     """book_samples (lm/training/pretrain.py) is complete_ids + decode(prompt + answer); its
-    oracle against the old body is in tests/test_train.py. Here: the cut it relies on."""
+    oracle against the old body is in tests/training/test_train.py. Here: the cut it relies on."""
     model, tok = lively
     eos = token_of(tok, "X")
     out = generate(model, ids_of(tok), 12, stop_token_ids=[eos], pad_token_id=eos)

@@ -107,6 +107,6 @@ def test_env_switch_turns_the_fast_path_off():
     """LM_FAST_LINEAR=0 (read at import): every call goes through F.linear."""
     code = ("import torch, lm.models.fast_linear as f; x, w = torch.randn(1, 8), torch.randn(4, 8)\n"
             "with torch.no_grad(): print(f.ENABLED, f.ONEDNN_AVAILABLE, f.uses_onednn(x, w))")
-    env = dict(os.environ, LM_FAST_LINEAR="0", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, LM_FAST_LINEAR="0", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False"]

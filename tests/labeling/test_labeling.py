@@ -148,7 +148,7 @@ def test_top_k_ties_and_bounds():
 def test_tfidf_candidates_on_embedded_data_contain_the_truth():
     docs, tax, truth = load_corpus(EMBEDDED_DIR)
     rep = recall_report(label_cosines(TfidfVectorizer(), docs, tax), tax, docs, truth, [1, 3])
-    assert rep == {"recall@1": 0.7475, "recall@3": 0.97}      # the nearest label is often wrong (tests/test_labeling_vote.py)
+    assert rep == {"recall@1": 0.7475, "recall@3": 0.97}      # the nearest label is often wrong (tests/labeling/test_labeling_vote.py)
 
 
 # ---------------------------------------------------------------------------------------------- prompt and IDs
