@@ -82,7 +82,7 @@ def test_the_emotion_stages_settings_did_not_move():
     """Values of the three emotion stages (they came from emotion_sft's EmotionSettings / Settings)."""
     sft, lora, head = (settings_for(load_stage(n).Settings, True)
                        for n in ("emotion_sft", "emotion_lora", "emotion_classifier"))
-    assert (sft.epochs, sft.batch_size, sft.lr, sft.group_by_length, sft.max_new_tokens) == (5, 64, 2e-3, 50, 10)
+    assert (sft.epochs, sft.batch_size, sft.lr, sft.group_by_length, sft.max_new_tokens) == (5, 32, 2e-3, 50, 10)
     assert (lora.epochs, lora.batch_size, lora.lr, lora.group_by_length, lora.max_new_tokens) == (3, 64, 3e-3, 50, 10)
     assert (head.epochs, head.batch_size, head.lr, head.real_epochs) == (5, 64, 2e-3, 1)
     full = settings_for(load_stage("emotion_lora").Settings, False)
