@@ -42,9 +42,9 @@ import torch
 
 from lm.cli import option
 from lm.errors import ConfigError
-from lm.inference.stops import decode_new
 from lm.inference.generate import generate, left_pad
 from lm.inference.sampling import SamplingConfig
+from lm.inference.stops import decode_new
 from lm.rl.distributed import Dist, all_reduce_gradients, all_sum, broadcast_parameters, parameters_identical
 from lm.rl.objective import completion_mask, group_advantages, grpo_loss, token_log_probs
 from lm.rl.tasks import REWARDS, Problem, build_prompt
