@@ -74,7 +74,7 @@ def compare_steps_per_second(models: dict, batch: dict, steps: int, warmup: int,
 
 def decoder_flops_per_token(m: DecoderLanguageModel, context: int) -> float:
     matmul_params = sum(p.numel() for n, p in m.named_parameters() if p.dim() == 2 and not n.startswith("embedding"))
-    return 6 * matmul_params + 6 * m.num_blocks * context * m.emb_dim
+    return 6 * matmul_params + 6 * m.config.num_blocks * context * m.config.emb_dim
 
 
 def main() -> None:
