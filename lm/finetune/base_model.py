@@ -29,7 +29,6 @@ import torch
 
 from lm.checkpoints.hf import TOKENIZER_FILES
 from lm.errors import ConfigError
-from lm.finetune.emotion import describe_base
 from lm.models.auto import CAUSAL_LM, load_causal_lm, model_type
 from lm.tokenizers.gpt2 import FILE_NAMES, GPT2Tokenizer
 from lm.tokenizers.hf_json import TOKENIZER_CONFIG, tokenizer_from_dir
@@ -61,10 +60,11 @@ class BaseModel:
 def base_model(folder: str | os.PathLike, given: str | None = None) -> BaseModel:
     """The base in `folder`: real weights when `given` (the --model value it came from), else our
     small GPT-2 (its folder then holds `pretrain.json`)."""
-    folder = Path(folder)
+    folder, family = Path(folder), model_type(folder)
     if given:
-        return BaseModel(folder, given, model_type(folder), describe_base(folder, given, "--model"), None)
-    return BaseModel(folder, None, model_type(folder), describe_base(folder, None), base_budget(folder))
+        return BaseModel(folder, given, family, f"{family} weights from --model {given}", None)
+    info = json.loads((folder / "pretrain.json").read_text(encoding="utf-8"))
+    return BaseModel(folder, None, family, describe_small_gpt2(folder, info), base_budget(info))
 
 
 def family_name(model_class: type) -> str:
@@ -72,10 +72,19 @@ def family_name(model_class: type) -> str:
     return next(kind for kind, cls in CAUSAL_LM.items() if cls is model_class)
 
 
-def base_budget(folder: str | os.PathLike) -> dict:
-    """Size and pretraining budget of a small GPT-2 pretrained by the run (its pretrain.json):
-    parameters, layers, width, vocabulary, context, steps, tokens, seconds, texts."""
-    info = json.loads((Path(folder) / "pretrain.json").read_text(encoding="utf-8"))
+def describe_small_gpt2(folder: Path, info: dict) -> str:
+    """Our small GPT-2 in words, for every metric's `base_model` (`info`: its pretrain.json)."""
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    corpus = "news" + (" and the tasks' training texts" if info.get("task_texts") else "")
+    seconds = f", {info['seconds']:.0f} s" if info.get("seconds") is not None else ""
+    size = f"{info['parameters'] / 1e6:.2f} M parameters: " if info.get("parameters") else ""
+    return (f"small GPT-2 pretrained here on the data dir's {corpus} ({size}{cfg['n_layer']} layers, width "
+            f"{cfg['n_embd']}, vocab {cfg['vocab_size']}; {info.get('steps')} steps, {info.get('tokens'):,} tokens{seconds})")
+
+
+def base_budget(info: dict) -> dict:
+    """Size and pretraining budget of a small GPT-2 pretrained by the run, from its pretrain.json
+    (`info`): parameters, layers, width, vocabulary, context, steps, tokens, seconds, texts."""
     keys = ("parameters", "layers", "width", "vocab_size", "context", "steps", "tokens", "seconds", "pretraining_texts")
     return {k: info.get(k) for k in keys}
 

@@ -12,10 +12,8 @@ test split when the data dir has one, else valid) and `accuracy_valid` always.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -26,7 +24,7 @@ from lm.finetune.epochs import train_by_epoch
 from lm.finetune.metrics import accuracy, confusion
 from lm.finetune.sft import (EMOTION_TEMPLATE, SFTExamples, completion_loss, emotion_pair, generate_completions,
                              normalize)
-from lm.models.auto import context_length, model_type
+from lm.models.auto import context_length
 from lm.models.gpt2 import GPT2ForSequenceClassification
 from lm.training.engine import TrainConfig
 
@@ -56,22 +54,6 @@ def label_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence
     predicted; a prediction outside `labels` (a generated answer can be anything) counts as wrong
     and goes to an extra "(other)" column (`lm.finetune.metrics.confusion`)."""
     return {"accuracy": round(accuracy(gold, predicted), 4), "confusion": confusion(gold, predicted, labels)}
-
-
-def describe_base(folder: str | os.PathLike, given: str | None, flag: str = "--gpt2") -> str:
-    """Where the base weights came from, for every metric's `base_model` (`given`: the `flag`'s value;
-    a `--model` folder is named by its family, config.json's model_type)."""
-    if given and flag == "--model":
-        return f"{model_type(folder)} weights from --model {given}"
-    if given:
-        return f"GPT-2 weights from --gpt2 {given}"
-    cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    info = json.loads((Path(folder) / "pretrain.json").read_text(encoding="utf-8"))
-    corpus = "news" + (" and the tasks' training texts" if info.get("task_texts") else "")
-    seconds = f", {info['seconds']:.0f} s" if info.get("seconds") is not None else ""
-    size = f"{info['parameters'] / 1e6:.2f} M parameters: " if info.get("parameters") else ""
-    return (f"small GPT-2 pretrained here on the data dir's {corpus} ({size}{cfg['n_layer']} layers, width "
-            f"{cfg['n_embd']}, vocab {cfg['vocab_size']}; {info.get('steps')} steps, {info.get('tokens'):,} tokens{seconds})")
 
 
 # --------------------------------------------------------------------------------------------
