@@ -8,8 +8,9 @@
 - `qwen2.py`: Qwen2 / Qwen2.5 (the book's GRPO models): grouped-query attention, SwiGLU,
   rotate-half RoPE, tied or untied head, Hugging Face folders, the classifier head; its
   configuration (config.json as transformers reads it) in `qwen2_config.py`;
-- `pretrained.py`: loading, checking and saving Hugging Face folders, written once for every family
-  (`HFPretrained`, `PretrainedModel`);
+- `pretrained.py`: what every family shares, written once: its config's base (`HFConfig`), loading,
+  checking and saving Hugging Face folders (`PretrainedModel`), the two heads (`CausalLM`,
+  `SequenceClassifier`);
 - `auto.py`: `load_causal_lm(folder)`, the family read from config.json's model_type;
 - `fast_linear.py`: an optional faster CPU inference kernel for linear layers.
 

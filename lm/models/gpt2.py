@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -236,6 +235,7 @@ class _Pretrained(PretrainedModel):
     _layers_key = "h"                    # checkpoint names of the blocks: transformer.h.0., ...
     _body, _embedding = "transformer", "transformer.wte"   # the body set in __init__; the token embedding
     _prefix = "transformer."             # key prefix of the base model in checkpoint files
+    _from_hf = staticmethod(gpt2_from_hf)  # either layout (with or without the prefix), Conv1D transposed
 
     config: GPT2Config
 
@@ -263,14 +263,9 @@ class _Pretrained(PretrainedModel):
         return config.n_layer, config.n_head, config.head_dim
 
     def _to_file_keys(self) -> dict[str, torch.Tensor]:
-        """Our state dict in the Hugging Face layout: Conv1D weights transposed, tied head dropped."""
+        """Our state dict in the Hugging Face layout: Conv1D weights transposed, tied head dropped
+        (and no `transformer.` prefix for the bare GPT2Base)."""
         return gpt2_to_hf(self.state_dict(), keep_prefix=bool(self._prefix))
-
-    @classmethod
-    def _from_file_keys(cls, tensors: dict[str, torch.Tensor], path: Path,
-                        expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
-        """The file's keys (either layout) renamed to ours, Conv1D weights transposed, checked against `expected`."""
-        return gpt2_from_hf(tensors, path, expected, cls._other_heads)
 
 
 class GPT2(CausalLM, _Pretrained):

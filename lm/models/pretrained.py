@@ -1,39 +1,37 @@
-"""Loading a Hugging Face model folder into any of our model families, checked before a byte is read.
+"""What every model family (GPT-2, Qwen2) shares, written once: its config's base, loading and
+saving Hugging Face folders, the KV cache's shape, and the two heads.
 
-A family (GPT-2, Qwen2) says two things about its folders, as classmethods:
+- `HFConfig`: the base of a family's config dataclass: checked when built, read from and written
+  to `config.json` the same way (other keys kept in `extra`, `num_labels` from `id2label`).
+- `PretrainedModel`: the base of a family's model classes. From what the family states (its config
+  class, body, block-list name, key layout, cache shape; see the class) it gives
 
-    read_config(folder) -> config              config.json, refused by name where we do not implement it
-    state_from(tensors, path, config) -> state the file's tensors renamed to our keys, every name and
-                                               shape checked against the config (CheckpointError)
+      Model.check_pretrained(folder)   everything from_pretrained checks, from the file headers only
+      Model.from_pretrained(folder, dtype=None | "auto" | torch dtype, device="cpu")
+      model.save_pretrained(folder, max_shard_bytes=None)
+      model.new_cache(batch, max_len)  the generation protocol's KV cache (lm/models/cache.py)
+      model.num_parameters()
 
-and this mixin turns them into the same two entry points for every family:
+- `CausalLM` (logits through the tied embedding or `lm_head`) and `SequenceClassifier` (a `score`
+  layer read at each row's last real token): a family's classes are the head on the family's
+  base, `class GPT2(CausalLM, GPT2's base)`.
 
-    Model.check_pretrained(folder)   everything from_pretrained checks, from the file headers only
-    Model.from_pretrained(folder, dtype=None | "auto" | torch dtype, device="cpu")
-
-`HFConfig` is the base of every family's config dataclass (checked when built, built from a
-config.json dict the same way). `PretrainedModel` (below) is the base of every family's model classes: it writes `read_config`,
-`state_from`, `save_pretrained`, `new_cache` and `num_parameters` once, from what the family
-states (its config class, its block-list name, its key-layout conversion; see the class). The two
-heads every family offers are written once too: `CausalLM` (logits, tied to the embedding or
-`lm_head`) and `SequenceClassifier` (a `score` layer read at each row's last real token), so a
-family's classes are `class GPT2(CausalLM, GPT2's base)`: the head first, then the body.
-
-Both also refuse a tokenizer in the folder with more ids than config.json's vocab_size
-(`lm.checkpoints.hf.check_tokenizer_fits`): such ids would index past the embedding matrix; and,
-before a byte is allocated, a config.json whose weights would not fit in this machine's memory
-(`config.num_parameters(...)` x the bytes of the dtype they load in; `check_fits_memory`).
-`from_pretrained` also refuses weights holding a NaN or an infinity (`check_finite`).
+Loading is checked before a byte is read: config.json refused by name where we do not implement
+it; every weight's name and shape from the file headers; a tokenizer in the folder with more ids
+than config.json's vocab_size (`lm.checkpoints.hf.check_tokenizer_fits`: such ids would index past
+the embedding matrix); and, before a byte is allocated, a config.json whose weights would not fit
+in this machine's memory (`config.num_parameters(...)` x the bytes of the dtype they load in;
+`check_fits_memory`). `from_pretrained` also refuses weights holding a NaN or an infinity
+(`check_finite`).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
-
 import torch.nn as nn
 
 from lm.checkpoints.checks import check_finite, check_fits_memory, check_layer_count
@@ -107,11 +105,93 @@ class HFConfig:
             raise CheckpointError(source, f"bad config: {e}") from None
 
 
-class HFPretrained:
-    """`check_pretrained` / `from_pretrained` for a family defining `read_config` and `state_from`,
-    and `_head`, the argument of `config.num_parameters` that counts this class's parameters."""
+class PretrainedModel(nn.Module):
+    """A family's body (`transformer` for GPT-2, `model` for Qwen2) with a head, loaded from and saved
+    to Hugging Face folders; what every family shares, written once.
 
-    _head = "lm"
+    A family states what differs, as class attributes and small hooks:
+
+        config_class            its config dataclass (from_json, to_dict, num_parameters)
+        _architecture           config.json's "architectures" entry of this class
+        _dtype_key              the key config.json names the weights' dtype by
+        _layers_key             the checkpoint's name of the block list ("h", "layers")
+        __init__(config)        sets `config` and builds the body
+        _body                   the body's attribute name ("transformer", "model"; also its key prefix)
+        _embedding              the token embedding's module path (the tied output layer, the heads' width)
+        _attention_shape(config) -> (layers, key/value heads, head width): the KV cache's shape
+        init_weights()          the family's initialisation of a model trained from scratch
+        _from_hf(tensors, path, expected, other_heads)  the file's keys renamed to ours, checked
+        _to_hf(state)           our state dict in the file's key layout (or `_to_file_keys()` itself)
+    """
+
+    config_class: type
+    _architecture: str
+    _dtype_key: str
+    _layers_key: str
+    _body: str
+    _embedding: str
+    _other_heads = ("lm_head.", "score.")    # heads' keys in a file, ignored when loading a class without them
+    _head = "none"                           # config.num_parameters(_head): what this class holds (the body)
+    _from_hf: Callable[..., dict[str, torch.Tensor]]
+    _to_hf: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+    # ---- the model ----------------------------------------------------------------------------
+    @property
+    def body(self) -> nn.Module:
+        """The family's body: (input_ids, attention_mask, position_ids, cache) -> final hidden states (B, T, C)."""
+        return getattr(self, self._body)
+
+    def input_embedding(self) -> nn.Embedding:
+        """The token embedding (V, C): the output layer when tied."""
+        return self.get_submodule(self._embedding)
+
+    def _init_unless_meta(self) -> None:
+        """`init_weights`, except for a model built on the meta device (shapes only: `state_from`,
+        `from_pretrained`), which has no memory to initialise."""
+        if not any(p.is_meta for p in self.parameters()):
+            self.init_weights()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        """An empty KV cache for `batch` rows of up to `max_len` positions (the generation protocol);
+        it holds the key/value heads once each (fewer than the query heads with grouped-query attention)."""
+        layers, kv_heads, head_dim = self._attention_shape(self.config)
+        p = next(self.parameters())
+        return KVCache(layers, batch, kv_heads, max_len, head_dim, p.dtype, p.device)
+
+    # ---- Hugging Face folders: writing, then reading (everything checked before a byte is read) --
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_bytes: int | None = None) -> None:
+        """Write `config.json` and the weights (one `model.safetensors`, or shards of at most
+        `max_shard_bytes` with an index) in the layout the reference library reads."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        d = self.config.to_dict()
+        d["architectures"] = [self._architecture]
+        d[self._dtype_key] = str(next(self.parameters()).dtype).removeprefix("torch.")
+        atomic_write_json(folder / "config.json", d)
+        save_weights(self._to_file_keys(), folder, max_shard_bytes)
+
+    def _to_file_keys(self) -> dict[str, torch.Tensor]:
+        """Our state dict in the folder's key layout (what `save_pretrained` writes)."""
+        return self._to_hf(self.state_dict())
+
+    @classmethod
+    def read_config(cls, folder: str | os.PathLike):
+        """The folder's `config.json` as the family's config (CheckpointError naming the file if it is not one)."""
+        return cls.config_class.from_json(Path(folder) / "config.json")
+
+    @classmethod
+    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config) -> dict[str, torch.Tensor]:
+        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes;
+        other heads' weights (e.g. `score.` when loading the LM) are ignored. The layer count is
+        checked from the names first: building the shapes of 10**6 layers would take minutes."""
+        check_layer_count(tensors, path, cls._attention_shape(config)[0], cls._layers_key)
+        with torch.device("meta"):
+            model = cls(config)                                   # shapes only: no memory, no init
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        return cls._from_hf(tensors, path, expected, cls._other_heads)
 
     @classmethod
     def _read_checked_config(cls, folder: Path, dtype: torch.dtype | str | None):
@@ -149,87 +229,6 @@ class HFPretrained:
         model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()},
                               strict=True, assign=True)
         return model.eval()
-
-
-class PretrainedModel(HFPretrained, nn.Module):
-    """A family's body (`transformer` for GPT-2, `model` for Qwen2) with a head, loaded from and saved
-    to Hugging Face folders; what every family shares, written once.
-
-    A family states what differs, as class attributes and small hooks:
-
-        config_class            its config dataclass (from_json, to_dict, num_parameters)
-        _architecture           config.json's "architectures" entry of this class
-        _dtype_key              the key config.json names the weights' dtype by
-        _layers_key             the checkpoint's name of the block list ("h", "layers")
-        __init__(config)        sets `config` and builds the body
-        _body                   the body's attribute name ("transformer", "model"; also its key prefix)
-        _embedding              the token embedding's module path (the tied output layer, the heads' width)
-        _attention_shape(config) -> (layers, key/value heads, head width): the KV cache's shape
-        init_weights()          the family's initialisation of a model trained from scratch
-        _to_file_keys()         our state dict in the folder's key layout
-        _from_file_keys(tensors, path, expected)  the folder's keys renamed to ours, checked
-    """
-
-    config_class: type
-    _architecture: str
-    _dtype_key: str
-    _layers_key: str
-    _body: str
-    _embedding: str
-    _other_heads = ("lm_head.", "score.")    # heads' keys in a file, ignored when loading a class without them
-    _head = "none"                           # config.num_parameters(_head): what this class holds (the body)
-
-    @property
-    def body(self) -> nn.Module:
-        """The family's body: (input_ids, attention_mask, position_ids, cache) -> final hidden states (B, T, C)."""
-        return getattr(self, self._body)
-
-    def input_embedding(self) -> nn.Embedding:
-        """The token embedding (V, C): the output layer when tied."""
-        return self.get_submodule(self._embedding)
-
-    def _init_unless_meta(self) -> None:
-        """`init_weights`, except for a model built on the meta device (shapes only: `state_from`,
-        `from_pretrained`), which has no memory to initialise."""
-        if not any(p.is_meta for p in self.parameters()):
-            self.init_weights()
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty KV cache for `batch` rows of up to `max_len` positions (the generation protocol);
-        it holds the key/value heads once each (fewer than the query heads with grouped-query attention)."""
-        layers, kv_heads, head_dim = self._attention_shape(self.config)
-        p = next(self.parameters())
-        return KVCache(layers, batch, kv_heads, max_len, head_dim, p.dtype, p.device)
-
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_bytes: int | None = None) -> None:
-        """Write `config.json` and the weights (one `model.safetensors`, or shards of at most
-        `max_shard_bytes` with an index) in the layout the reference library reads."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        d = self.config.to_dict()
-        d["architectures"] = [self._architecture]
-        d[self._dtype_key] = str(next(self.parameters()).dtype).removeprefix("torch.")
-        atomic_write_json(folder / "config.json", d)
-        save_weights(self._to_file_keys(), folder, max_shard_bytes)
-
-    @classmethod
-    def read_config(cls, folder: str | os.PathLike):
-        """The folder's `config.json` as the family's config (CheckpointError naming the file if it is not one)."""
-        return cls.config_class.from_json(Path(folder) / "config.json")
-
-    @classmethod
-    def state_from(cls, tensors: dict[str, torch.Tensor], path: Path, config) -> dict[str, torch.Tensor]:
-        """A checkpoint's tensors (real or meta) renamed to our keys and checked against `config`'s shapes;
-        other heads' weights (e.g. `score.` when loading the LM) are ignored. The layer count is
-        checked from the names first: building the shapes of 10**6 layers would take minutes."""
-        check_layer_count(tensors, path, cls._attention_shape(config)[0], cls._layers_key)
-        with torch.device("meta"):
-            model = cls(config)                                   # shapes only: no memory, no init
-        expected = {k: v.shape for k, v in model.state_dict().items()}
-        return cls._from_file_keys(tensors, path, expected)
 
 
 class CausalLM(PretrainedModel):

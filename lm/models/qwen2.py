@@ -35,7 +35,6 @@ last real token, as GPT-2's); both load and save Hugging Face folders. Their con
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -198,6 +197,7 @@ class _Qwen2Pretrained(PretrainedModel):
     _dtype_key = "torch_dtype"                # config.json's key for the weights' dtype (the hub's files)
     _layers_key = "layers"                    # checkpoint names of the blocks: model.layers.0., ...
     _body, _embedding = "model", "model.embed_tokens"     # the body set in __init__; the token embedding
+    _from_hf, _to_hf = staticmethod(qwen2_from_hf), staticmethod(qwen2_to_hf)   # RMSNorm's `scale` is `weight` there
 
     config: Qwen2Config
     model: Qwen2Model
@@ -222,16 +222,6 @@ class _Qwen2Pretrained(PretrainedModel):
     def _attention_shape(config: Qwen2Config) -> tuple[int, int, int]:
         """(layers, key/value heads, head width): the cache holds num_key_value_heads heads per layer."""
         return config.num_hidden_layers, config.num_key_value_heads, config.head_size
-
-    def _to_file_keys(self) -> dict[str, torch.Tensor]:
-        """Our state dict in the Hugging Face layout (RMSNorm's `scale` is the file's `weight`)."""
-        return qwen2_to_hf(self.state_dict())
-
-    @classmethod
-    def _from_file_keys(cls, tensors: dict[str, torch.Tensor], path: Path,
-                        expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
-        """The file's keys (with or without `model.`) renamed to ours, checked against `expected`."""
-        return qwen2_from_hf(tensors, path, expected, cls._other_heads)
 
 
 class Qwen2(CausalLM, _Qwen2Pretrained):
