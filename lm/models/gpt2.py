@@ -233,16 +233,12 @@ class _Pretrained(PretrainedModel):
     _architecture = "GPT2Model"          # written into config.json "architectures"
     _dtype_key = "dtype"                 # config.json's key for the weights' dtype (transformers 5)
     _layers_key = "h"                    # checkpoint names of the blocks: transformer.h.0., ...
-    _body, _embedding = "transformer", "transformer.wte"   # the body set in __init__; the token embedding
+    _body, _body_class, _embedding = "transformer", GPT2Model, "transformer.wte"   # the body; the token embedding
     _prefix = "transformer."             # key prefix of the base model in checkpoint files
     _from_hf = staticmethod(gpt2_from_hf)  # either layout (with or without the prefix), Conv1D transposed
 
     config: GPT2Config
-
-    def __init__(self, config: GPT2Config):
-        super().__init__()
-        self.config = config
-        self.transformer = GPT2Model(config)
+    transformer: GPT2Model
 
     def init_weights(self) -> None:
         """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""

@@ -115,8 +115,8 @@ class PretrainedModel(nn.Module):
         _architecture           config.json's "architectures" entry of this class
         _dtype_key              the key config.json names the weights' dtype by
         _layers_key             the checkpoint's name of the block list ("h", "layers")
-        __init__(config)        sets `config` and builds the body
-        _body                   the body's attribute name ("transformer", "model"; also its key prefix)
+        _body, _body_class      the body's attribute name ("transformer", "model"; also its key
+                                prefix) and class (built from the config in __init__)
         _embedding              the token embedding's module path (the tied output layer, the heads' width)
         _attention_shape(config) -> (layers, key/value heads, head width): the KV cache's shape
         init_weights()          the family's initialisation of a model trained from scratch
@@ -129,6 +129,7 @@ class PretrainedModel(nn.Module):
     _dtype_key: str
     _layers_key: str
     _body: str
+    _body_class: type
     _embedding: str
     _other_heads = ("lm_head.", "score.")    # heads' keys in a file, ignored when loading a class without them
     _head = "none"                           # config.num_parameters(_head): what this class holds (the body)
@@ -136,6 +137,11 @@ class PretrainedModel(nn.Module):
     _to_hf: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
     # ---- the model ----------------------------------------------------------------------------
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        setattr(self, self._body, self._body_class(config))
+
     @property
     def body(self) -> nn.Module:
         """The family's body: (input_ids, attention_mask, position_ids, cache) -> final hidden states (B, T, C)."""

@@ -196,16 +196,11 @@ class _Qwen2Pretrained(PretrainedModel):
     _architecture = "Qwen2Model"
     _dtype_key = "torch_dtype"                # config.json's key for the weights' dtype (the hub's files)
     _layers_key = "layers"                    # checkpoint names of the blocks: model.layers.0., ...
-    _body, _embedding = "model", "model.embed_tokens"     # the body set in __init__; the token embedding
+    _body, _body_class, _embedding = "model", Qwen2Model, "model.embed_tokens"   # the body; the token embedding
     _from_hf, _to_hf = staticmethod(qwen2_from_hf), staticmethod(qwen2_to_hf)   # RMSNorm's `scale` is `weight` there
 
     config: Qwen2Config
     model: Qwen2Model
-
-    def __init__(self, config: Qwen2Config):
-        super().__init__()
-        self.config = config
-        self.model = Qwen2Model(config)
 
     @torch.no_grad()
     def init_weights(self) -> None:

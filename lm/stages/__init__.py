@@ -48,6 +48,7 @@ from typing import Any
 
 from lm.errors import ConfigError
 from lm.finetune.base_model import train_config
+from lm.pretraining.pretrain import train_language_model
 from lm.training.engine import TrainConfig
 from lm.utils import seed_everything, torch_threads, write_summary
 
@@ -206,6 +207,18 @@ class LMSettings:
                            context=self.context, max_steps=self.steps, max_tokens=self.max_tokens,
                            eval_interval=self.eval_interval, eval_batches=self.eval_batches,
                            checkpoint_interval=self.checkpoint_interval, device=cfg.device, seed=cfg.seed)
+
+    def train(self, kind: str, cfg: RunConfig, data_dir: Path, out_dir: Path) -> dict:
+        """Train the `kind` model ("rnn" or "transformer") on news with these settings: the whole
+        of stage rnn_lm or decoder_lm. Returns its metrics."""
+        return train_language_model(kind, data_dir, out_dir, self.train_config(cfg), vocab_size=self.vocab_size,
+                                    max_train_lines=self.train_lines, max_valid_lines=self.valid_lines)
+
+
+LM_KEY_METRICS = ["val_perplexity", "tokens", "tokens_per_s"]   # rnn_lm's and decoder_lm's
+LM_DATA_FILES = ["news/train.txt", "news/valid.txt"]
+EMOTION_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]  # the emotion stages' (test.jsonl optional)
+EMOTION_KEY_METRICS = ["accuracy", "accuracy_valid", "eval_split"]  # emotion_sft's and emotion_classifier's
 
 
 @dataclass

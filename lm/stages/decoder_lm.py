@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lm.stages import LMSettings, RunConfig
-from lm.pretraining.pretrain import train_language_model
+from lm.stages import LM_DATA_FILES, LM_KEY_METRICS, LMSettings, RunConfig
 
-KEY_METRICS = ["val_perplexity", "tokens", "tokens_per_s"]
-DATA_FILES = ["news/train.txt", "news/valid.txt"]
+KEY_METRICS, DATA_FILES = LM_KEY_METRICS, LM_DATA_FILES
 NEEDS_GPT2 = False
 Settings = LMSettings    # the same settings as rnn_lm (`lm.stages.LMSettings`)
 
 
 def run(cfg: RunConfig, s: Settings, data_dir: Path, out_dir: Path) -> dict:
-    return train_language_model("transformer", data_dir, out_dir, s.train_config(cfg), vocab_size=s.vocab_size,
-                                max_train_lines=s.train_lines, max_valid_lines=s.valid_lines)
+    return s.train("transformer", cfg, data_dir, out_dir)

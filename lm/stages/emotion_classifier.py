@@ -18,15 +18,13 @@ from lm.data.loaders import EMOTION_LABELS
 from lm.finetune.base_model import save_tokenizer
 from lm.finetune.classifier import classifier_from_lm
 from lm.finetune.emotion import finetune_emotion_classifier, load_emotion_data
-from lm.stages import EmotionSettings, RunConfig, for_base, quick_full
+from lm.stages import EMOTION_FILES, EMOTION_KEY_METRICS, EmotionSettings, RunConfig, for_base, quick_full
 from lm.stages.gpt2_pretrain import choose_base
 from lm.tokenizers.hf_json import tokenizer_from_dir
 from lm.utils import choose_device
 
-KEY_METRICS = ["accuracy", "accuracy_valid", "eval_split"]
-DATA_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]
-NEEDS_GPT2 = True
-USES_MODEL = True
+KEY_METRICS, DATA_FILES = EMOTION_KEY_METRICS, EMOTION_FILES
+NEEDS_GPT2 = USES_MODEL = True                    # the chapter 5 base, of any family
 
 
 @dataclass

@@ -29,11 +29,11 @@ from lm.finetune.emotion import load_emotion_data
 from lm.finetune.epochs import train_by_epoch
 from lm.finetune.metrics import accuracy, confusion
 from lm.finetune.word_vectors import load_word_vectors
-from lm.stages import RunConfig, quick_full
+from lm.stages import EMOTION_FILES, RunConfig, quick_full
 from lm.training.engine import TrainConfig
 from lm.utils import say, torch_threads
 
-DATA_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]
+DATA_FILES = EMOTION_FILES
 NEEDS_GPT2 = False
 KEY_METRICS = ["accuracy", "eval_split", "seconds"]
 VECTORS_FILE = "emotion/vectors.dat"   # optional: word2vec vectors in the data dir (the book's name)

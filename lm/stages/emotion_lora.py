@@ -25,14 +25,13 @@ from lm.finetune.base_model import load_lm, save_tokenizer
 from lm.finetune.emotion import finetune_emotion_sft, load_emotion_data
 from lm.finetune.lora import (LoRAConfig, add_lora, count_parameters, default_target_modules, save_adapter,
                               untie_output_layer)
-from lm.stages import EmotionSettings, RunConfig, for_base, quick_full
+from lm.stages import EMOTION_FILES, EmotionSettings, RunConfig, for_base, quick_full
 from lm.stages.gpt2_pretrain import choose_base
 from lm.utils import choose_device
 
 KEY_METRICS = ["accuracy", "trainable_parameters", "accuracy_valid"]
-DATA_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]
-NEEDS_GPT2 = True
-USES_MODEL = True
+DATA_FILES = EMOTION_FILES
+NEEDS_GPT2 = USES_MODEL = True                    # the chapter 5 base, of any family
 
 
 @dataclass

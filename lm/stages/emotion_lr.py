@@ -20,10 +20,10 @@ from pathlib import Path
 from lm.finetune.baselines import BagOfWords, LogisticRegression
 from lm.finetune.emotion import load_emotion_data
 from lm.finetune.metrics import accuracy, confusion
-from lm.stages import RunConfig
+from lm.stages import EMOTION_FILES, RunConfig
 from lm.utils import say
 
-DATA_FILES = ["emotion/train.jsonl", "emotion/valid.jsonl"]
+DATA_FILES = EMOTION_FILES
 NEEDS_GPT2 = False
 KEY_METRICS = ["accuracy", "accuracy_bigram", "eval_split"]
 
