@@ -207,6 +207,8 @@ def download_all(cache_dir: str | os.PathLike | None = None, base_url: str | Non
 # --------------------------------------------------------------------------------------------
 
 HUB = "https://huggingface.co"
+# The hub's repository names (openai-community/<name>), not model families: which family a folder
+# is comes from its config.json (lm.models.auto.FAMILIES), read after the download.
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPT2_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
 GPT2_ADVICE = ("use a local copy of the model instead: run_all.py --gpt2 FOLDER, a folder holding "

@@ -13,8 +13,8 @@ Either way the folder is a Hugging Face folder, loaded the same way: the family 
 `model_type` (`lm.models.auto`), the tokenizer by the generic reader, the EOS from the config.
 
     >>> base = base_model("runs/x/pretrained/emotion")                  # doctest: +SKIP
-    >>> base.real, base.family                                          # doctest: +SKIP
-    (False, 'gpt2')
+    >>> base.real                                                       # doctest: +SKIP
+    False
     >>> model, tok, eos = load_lm(base, device="cpu")                   # doctest: +SKIP
 """
 from __future__ import annotations
