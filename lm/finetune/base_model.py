@@ -68,8 +68,8 @@ def base_model(folder: str | os.PathLike, given: str | None = None) -> BaseModel
 
 
 def family_name(model_class: type) -> str:
-    """config.json's `model_type` of one of our language model classes (`lm.models.auto.CAUSAL_LM`)."""
-    return next(kind for kind, cls in CAUSAL_LM.items() if cls is model_class)
+    """config.json's `model_type` of one of our model classes (its config class states it)."""
+    return model_class.config_class.model_type
 
 
 def describe_small_gpt2(folder: Path, info: dict) -> str:

@@ -31,7 +31,8 @@ import torch
 
 @runtime_checkable
 class Cache(Protocol):
-    """What generation reads of a cache: how many positions it holds (the model advances it)."""
+    """What generation reads of a cache: how many positions it holds (a forward pass advances it
+    as it writes, lm/models/cache.py)."""
 
     length: int
 

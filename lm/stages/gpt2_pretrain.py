@@ -65,7 +65,7 @@ class Settings:
     checkpoint_interval: int = quick_full(0, 1000)        # steps between training checkpoints
     task_texts: bool = quick_full(True, True)             # also pretrain on the chapter 5 tasks' training splits
     # the emotion stages' base (emotion_sft, emotion_lora, emotion_classifier): the same texts and
-    # recipe with a vocabulary large enough to keep most words whole (see `pretrained_gpt2`)
+    # recipe with a vocabulary large enough to keep most words whole (see `small_gpt2`)
     emotion_vocab_size: int = quick_full(16000, 16000)    # byte-level BPE vocabulary of that base
     emotion_steps: int | None = quick_full(100, None)     # its optimizer steps (its 16,000-way output layer
     #   makes a step 2.5x dearer; 100 steps measured as good as 250 for the emotion stages on real data)
@@ -125,8 +125,8 @@ def pretrained_gpt2(cfg: RunConfig, data_dir: Path, base: str = "news") -> Path:
 def small_gpt2(cfg: RunConfig, data_dir: Path, base: str = "news") -> Path:
     """Our small GPT-2 `base`: trained on `data_dir`'s news corpus and the tasks' training texts
     (`task_texts`) once per run and cached in `RUN/pretrained/<base>` (complete once
-    `pretrain.json` is there; a half-trained folder is redone). Two bases share texts, size and
-    budget and differ in the vocabulary only:
+    `pretrain.json` is there; a half-trained folder is redone). Two bases share texts, layers and
+    width, and differ in vocabulary and steps:
 
     - "news" (2,000 tokens): this stage, sampling, instruct_sft, doc_labeling, grpo;
     - "emotion" (16,000 tokens): the three emotion stages. A tweet's emotion is in its words
