@@ -136,6 +136,20 @@ def test_rnn_and_decoder_share_the_old_train_stage_config(quick):
     assert s.train_config(CFG) == old
 
 
+@pytest.mark.parametrize("quick", [True, False])
+def test_rnn_lm_and_decoder_lm_train_their_model_with_the_shared_settings(quick, monkeypatch, tmp_path):
+    """Each stage is LMSettings.train with its model's name: the kind, the engine's settings and the
+    data limits reach train_language_model as the settings state them."""
+    calls = []
+    monkeypatch.setattr("lm.stages.train_language_model", lambda *a, **k: calls.append((a, k)) or {"ok": 1})
+    s = settings_for(LMSettings, quick)
+    for stage, kind in (("rnn_lm", "rnn"), ("decoder_lm", "transformer")):
+        assert load_stage(stage).run(CFG, s, tmp_path / "data", tmp_path / stage) == {"ok": 1}
+        (got_kind, data_dir, out_dir, train_cfg), kwargs = calls[-1]
+        assert (got_kind, data_dir, out_dir, train_cfg) == (kind, tmp_path / "data", tmp_path / stage, s.train_config(CFG))
+        assert kwargs == dict(vocab_size=s.vocab_size, max_train_lines=s.train_lines, max_valid_lines=s.valid_lines)
+
+
 # --------------------------------------------------------------------------------------------
 # BaseModel: ours or real weights, the family, loading and saving
 # --------------------------------------------------------------------------------------------
